@@ -1,0 +1,3 @@
+from ident3d.cli import main
+
+main()

@@ -1,0 +1,965 @@
+"""Sharded HDF5 dataset store: manifest, writer, reader, verify, convert and export.
+
+The on-disk format is specified (and versioned) in ``docs/format.md``; user docs in
+``docs/store.md``. This module imports neither bpy nor torch.
+
+Core API (what the renderer and the torch datasets build on)
+-----------------------------------------------------------
+A dataset is a directory holding ``manifest.json`` and shard files ``shard-00000.h5``, ...
+(at least 5 digits; more when a dataset plans more than 100,000 shards, chosen once per
+dataset so names always sort). Shard ``k`` holds samples ``[k * shard_size, min(n, (k + 1) *
+shard_size))``; :func:`shard_range` gives the range.
+
+Writing::
+
+    manifest = create_dataset(root, kind="images", n=10_000, shard_size=1000, height=224,
+                              width=224, raw_dim=10, config=resolved_config,
+                              factor_table=latents.factor_table())
+    for k in missing_shards(root):                 # resume: only shards not yet committed
+        start, count = shard_range(manifest, k)
+        with ShardWriter(root, k, start, count, "images", 224, 224, 10) as w:
+            for j in range(count):                   # any order; every j exactly once
+                w.write(j, image_hw3_uint8, raw_10, scene_10)
+            # or w.write_batch(j0, images_nhw3, raw_n10, scene_n10)
+        # leaving the block without an exception: file closed, SHA-256 computed, renamed to
+        # shard-0000k.h5 and committed to the manifest (under an fcntl lock, so several
+        # processes or machines can write different shards of one dataset at once).
+        # An exception inside the block deletes the temporary file; nothing is committed.
+
+``create_dataset`` reuses an existing manifest with the same plan and config (resume, several
+machines); a different one raises :class:`UsageError` unless ``overwrite=True`` (which deletes
+the old shards). Pairs: ``kind="pairs"``, images ``(2, H, W, 3)``, raw ``(2, raw_dim)``, scene
+``(2, 10)``. Datasets with classes: ``has_class=True, class_names=[...]`` and ``cls=`` per sample.
+
+Reading::
+
+    ds = open_dataset(root)          # refuses an incomplete dataset unless allow_incomplete=True
+    len(ds), ds.kind, ds.height, ds.width, ds.raw_dim, ds.class_names, ds.manifest
+    ds.mean, ds.std                  # per channel (R, G, B), in [0, 1] units (ToTensor scale)
+    s = ds.read(i)                   # Sample(images, raw, scene, cls); images uint8 (H, W, 3)
+                                     # or (2, H, W, 3); raw float32; scene float32; cls int|None
+    b = ds.read_slice(a, b)          # the same fields batched along axis 0 (contiguous range)
+    ds.shards()                      # [ShardInfo(index, file, path, start, count, sha256, ...)]
+    ds.raw_latents(), ds.scene_latents(), ds.classes()   # whole tables, (N, ...) numpy
+
+A :class:`Dataset` is cheap to build and to pickle: HDF5 files are opened lazily, per process
+(the opener's pid is kept; a forked child re-opens), and never pickled. Latents and classes of
+a shard are loaded into memory when the shard is first touched; images are read one sample
+(one HDF5 chunk) at a time or as one contiguous slice, never with index lists (h5py fancy
+indexing is quadratic).
+
+Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`read_manifest`,
+:func:`verify_dataset`, :func:`describe_dataset`, :func:`convert_original`,
+:func:`export_original`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ident3d import __version__
+from ident3d.errors import DataError, UsageError
+
+FORMAT_NAME = "ident3d-store"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".manifest.lock"
+KINDS = ("images", "pairs")
+COMPRESSIONS = ("none", "lz4", "gzip")
+# Chosen by benchmarks/bench_store.py; the reasoning is in docs/format.md.
+DEFAULT_COMPRESSION = "none"
+DEFAULT_SHARD_SIZE = 1000
+SCENE_DIM = 10
+MIN_SHARD_DIGITS = 5
+CAUSAL3DIDENT_CLASSES = ("Teapot", "Hare", "Dragon", "Cow", "Armadillo", "Horse", "Head")
+
+_SHARD_RE = re.compile(r"^shard-(\d+)\.h5$")
+_TMP_MARK = ".tmp-"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple | set):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _normalise_json(value: Any, what: str) -> Any:
+    """Round-trip ``value`` through JSON so comparisons see what the manifest will hold."""
+    try:
+        return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be JSON-serialisable: {exc}.") from None
+
+
+def _is_enospc(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "errno = 28" in text
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_digits(num_shards: int) -> int:
+    """Digits in shard file names: at least 5, more past 100,000 shards (fixed per dataset)."""
+    return max(MIN_SHARD_DIGITS, len(str(max(num_shards - 1, 0))))
+
+
+def shard_file_name(index: int, digits: int = MIN_SHARD_DIGITS) -> str:
+    """``shard-00042.h5`` for ``index`` 42 (``digits`` from :func:`shard_digits`)."""
+    return f"shard-{index:0{digits}d}.h5"
+
+
+def shard_range(manifest: dict[str, Any], index: int) -> tuple[int, int]:
+    """``(start, count)`` of planned shard ``index`` of a manifest."""
+    n, size, num = manifest["n"], manifest["shard_size"], manifest["num_shards"]
+    if not 0 <= index < num:
+        raise UsageError(f"shard index {index} is out of range: the dataset plans {num} shards.")
+    start = index * size
+    return start, min(n, start + size) - start
+
+
+def _compression_kwargs(name: str) -> dict[str, Any]:
+    if name == "none":
+        return {}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 4}
+    if name == "lz4":
+        import hdf5plugin
+
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    raise UsageError(f"unknown compression {name!r}; choose one of {', '.join(COMPRESSIONS)}.")
+
+
+def _versions(blender_version: str | None) -> dict[str, Any]:
+    import h5py
+
+    out: dict[str, Any] = {
+        "ident3d": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "h5py": h5py.version.version,
+        "hdf5": h5py.version.hdf5_version,
+    }
+    try:
+        import hdf5plugin
+
+        out["hdf5plugin"] = hdf5plugin.version
+    except ImportError:  # pragma: no cover - hdf5plugin is a dependency
+        pass
+    if blender_version is not None:
+        out["blender"] = str(blender_version)
+    return out
+
+
+def _image_shape(kind: str, height: int, width: int) -> tuple[int, ...]:
+    return (height, width, 3) if kind == "images" else (2, height, width, 3)
+
+
+def _latent_shape(kind: str, dim: int) -> tuple[int, ...]:
+    return (dim,) if kind == "images" else (2, dim)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+@contextlib.contextmanager
+def manifest_lock(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Exclusive ``fcntl.lockf`` lock on ``ROOT/.manifest.lock`` (POSIX record lock, which
+    also works across machines on NFS with a lock daemon)."""
+    path = Path(root) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load ``ROOT/manifest.json``; :class:`DataError` if absent, unreadable or not ours."""
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    if not root.exists():
+        raise DataError(f"{root} does not exist.")
+    if not path.is_file():
+        raise DataError(f"{root} is not an ident3d dataset: it has no {MANIFEST_NAME}.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable manifest: {exc}.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise DataError(f"{path} is not an ident3d dataset manifest.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(
+            f"{path} has format version {version!r}; this ident3d reads up to {FORMAT_VERSION}."
+        )
+    for key in ("kind", "n", "shard_size", "num_shards", "height", "width", "raw_dim", "shards"):
+        if key not in manifest:
+            raise DataError(f"{path} lacks the key {key!r}.")
+    return manifest
+
+
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    path = root / MANIFEST_NAME
+    tmp = root / f".{MANIFEST_NAME}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(manifest, fh, indent=1, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if _is_enospc(exc):
+            raise DataError(f"disk full while writing {path}.") from None
+        raise
+
+
+_PLAN_KEYS = (
+    "format_version",
+    "kind",
+    "n",
+    "shard_size",
+    "num_shards",
+    "shard_digits",
+    "height",
+    "width",
+    "raw_dim",
+    "scene_dim",
+    "has_class",
+    "class_names",
+    "compression",
+    "config",
+    "factor_table",
+)
+
+
+def _remove_store_files(root: Path) -> None:
+    """Delete the manifest, shard files and temporary files of a dataset (not other files)."""
+    for entry in os.scandir(root):
+        name = entry.name
+        if (
+            _SHARD_RE.match(name)
+            or (name.startswith((".shard-", f".{MANIFEST_NAME}")) and _TMP_MARK in name)
+            or name == MANIFEST_NAME
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def create_dataset(
+    root: str | os.PathLike[str],
+    kind: str,
+    n: int,
+    shard_size: int,
+    height: int,
+    width: int,
+    raw_dim: int,
+    config: dict[str, Any],
+    factor_table: Sequence[dict[str, Any]] | None = None,
+    compression: str = DEFAULT_COMPRESSION,
+    overwrite: bool = False,
+    has_class: bool = False,
+    class_names: Sequence[str] | None = None,
+    blender_version: str | None = None,
+) -> dict[str, Any]:
+    """Create (or re-open for resume) a dataset directory and its manifest; return the manifest.
+
+    An existing manifest with the same plan (kind, n, shard size, shapes, compression, classes),
+    config and factor table is reused as it is, with its committed shards: that is how a crashed
+    run resumes and how several machines join one dataset. A different one raises
+    :class:`UsageError` unless ``overwrite``, which deletes the old manifest and shards.
+    """
+    root = Path(root)
+    if kind not in KINDS:
+        raise UsageError(f"unknown dataset kind {kind!r}; choose images or pairs.")
+    for name, value in (("n", n), ("shard_size", shard_size), ("height", height)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+    for name, value in (("width", width), ("raw_dim", raw_dim)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+    _compression_kwargs(compression)  # validates the name
+    if class_names is not None and not has_class:
+        raise UsageError("class_names given for a dataset without classes (has_class=False).")
+    n, shard_size, height, width, raw_dim = map(int, (n, shard_size, height, width, raw_dim))
+    num_shards = math.ceil(n / shard_size)
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "n": n,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "shard_digits": shard_digits(num_shards),
+        "height": height,
+        "width": width,
+        "raw_dim": raw_dim,
+        "scene_dim": SCENE_DIM,
+        "has_class": bool(has_class),
+        "class_names": list(class_names) if class_names is not None else None,
+        "compression": compression,
+        "config": _normalise_json(config, "config"),
+        "factor_table": _normalise_json(
+            list(factor_table) if factor_table is not None else None, "factor_table"
+        ),
+    }
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a directory.")
+    root.mkdir(parents=True, exist_ok=True)
+    with manifest_lock(root):
+        if (root / MANIFEST_NAME).exists():
+            try:
+                old = read_manifest(root)
+            except DataError:
+                if not overwrite:
+                    raise
+                old = None
+            if old is not None:
+                differ = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
+                if not differ:
+                    return old
+                if not overwrite:
+                    raise UsageError(
+                        f"{root} already holds a dataset with a different "
+                        f"{', '.join(differ)}; pass overwrite (--overwrite) to replace it."
+                    )
+            _remove_store_files(root)
+        elif overwrite:
+            _remove_store_files(root)
+        manifest = {
+            "format": FORMAT_NAME,
+            **plan,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "versions": _versions(blender_version),
+            "shards": [],
+        }
+        _write_manifest(root, manifest)
+    return manifest
+
+
+def commit_shard(root: str | os.PathLike[str], entry: dict[str, Any]) -> dict[str, Any]:
+    """Record a complete shard (already renamed to its final name) in the manifest.
+
+    Runs under the manifest lock; replaces an earlier entry of the same index. Returns the
+    updated manifest.
+    """
+    root = Path(root)
+    with manifest_lock(root):
+        manifest = read_manifest(root)
+        index = int(entry["index"])
+        start, count = shard_range(manifest, index)
+        if (int(entry["start"]), int(entry["count"])) != (start, count):
+            raise UsageError(
+                f"shard {index} must hold samples {start}..{start + count - 1}, "
+                f"not {entry['start']}..{int(entry['start']) + int(entry['count']) - 1}."
+            )
+        if not (root / entry["file"]).is_file():
+            raise DataError(f"cannot commit shard {index}: {root / entry['file']} does not exist.")
+        shards = [s for s in manifest["shards"] if int(s["index"]) != index]
+        shards.append(dict(entry))
+        shards.sort(key=lambda s: int(s["index"]))
+        manifest["shards"] = shards
+        _write_manifest(root, manifest)
+    return manifest
+
+
+def missing_shards(root: str | os.PathLike[str]) -> list[int]:
+    """Indices of planned shards not yet committed (in order). Empty when complete."""
+    manifest = read_manifest(root)
+    done = {int(s["index"]) for s in manifest["shards"]}
+    return [k for k in range(manifest["num_shards"]) if k not in done]
+
+
+def is_complete(manifest: dict[str, Any]) -> bool:
+    """Whether every planned shard is listed."""
+    return len({int(s["index"]) for s in manifest["shards"]}) == manifest["num_shards"]
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+class ShardWriter:
+    """Write one shard to a temporary file; on clean exit rename it and commit it.
+
+    ``create_dataset`` must have been called for ``root``; the arguments are checked against
+    its manifest. Use as a context manager; every local index ``0 .. count-1`` must be written
+    exactly once (any order) before the block ends. Latents are buffered in memory and written
+    at close; images go to disk as they arrive (one HDF5 chunk per sample).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        shard_index: int,
+        start: int,
+        count: int,
+        kind: str,
+        height: int,
+        width: int,
+        raw_dim: int,
+        compression: str | None = None,
+        has_class: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        expect = {
+            "kind": kind,
+            "height": int(height),
+            "width": int(width),
+            "raw_dim": int(raw_dim),
+            "has_class": bool(has_class),
+        }
+        if compression is not None:
+            expect["compression"] = compression
+        differ = [f"{k} {v!r} (manifest: {manifest.get(k)!r})" for k, v in expect.items()
+                  if manifest.get(k) != v]  # fmt: skip
+        if differ:
+            raise UsageError(f"ShardWriter does not match {self.root}: {'; '.join(differ)}.")
+        exp_start, exp_count = shard_range(manifest, int(shard_index))
+        if (int(start), int(count)) != (exp_start, exp_count):
+            raise UsageError(
+                f"shard {shard_index} must hold {exp_count} samples from {exp_start}, "
+                f"not {count} from {start}."
+            )
+        self.index = int(shard_index)
+        self.start, self.count = exp_start, exp_count
+        self.kind, self.height, self.width, self.raw_dim = kind, int(height), int(width), raw_dim
+        self.has_class = bool(has_class)
+        self.n_classes = len(manifest["class_names"]) if manifest.get("class_names") else None
+        self.compression = manifest["compression"]
+        self.file_name = shard_file_name(self.index, manifest.get("shard_digits", 5))
+        self.path = self.root / self.file_name
+        self.tmp_path = self.root / (
+            f".{self.file_name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        )
+        self._img_shape = _image_shape(kind, self.height, self.width)
+        self._raw_shape = _latent_shape(kind, self.raw_dim)
+        self._scene_shape = _latent_shape(kind, SCENE_DIM)
+        self._file: Any = None
+        self._images: Any = None
+        self._closed = False
+        self.entry: dict[str, Any] | None = None
+
+    # -- context management
+    def __enter__(self) -> ShardWriter:
+        import h5py
+
+        try:
+            self._file = h5py.File(self.tmp_path, "w")
+            self._images = self._file.create_dataset(
+                "images",
+                shape=(self.count, *self._img_shape),
+                dtype=np.uint8,
+                chunks=(1, *self._img_shape),
+                **_compression_kwargs(self.compression),
+            )
+        except BaseException as exc:
+            self._abort()
+            if _is_enospc(exc):
+                raise DataError(f"disk full while creating a shard in {self.root}.") from None
+            raise
+        self._raw = np.zeros((self.count, *self._raw_shape), np.float32)
+        self._scene = np.zeros((self.count, *self._scene_shape), np.float32)
+        self._cls = np.full(self.count, -1, np.int32) if self.has_class else None
+        self._written = np.zeros(self.count, bool)
+        self._sum = np.zeros(3, np.float64)
+        self._sumsq = np.zeros(3, np.float64)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None:
+            self._abort()
+            if exc is not None and _is_enospc(exc):
+                raise DataError(
+                    f"disk full while writing {self.file_name} in {self.root}."
+                ) from exc
+            return False
+        self.close()
+        return False
+
+    def _abort(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp_path)
+        self._closed = True
+
+    # -- writing
+    def _check_open(self) -> None:
+        if self._file is None or self._closed:
+            raise RuntimeError("ShardWriter is not open: use it as a context manager.")
+
+    def _accumulate(self, images: np.ndarray) -> None:
+        flat = images.reshape(-1, 3).astype(np.float64)
+        self._sum += flat.sum(axis=0)
+        self._sumsq += np.einsum("ij,ij->j", flat, flat)
+
+    def _check_latents(self, raw: np.ndarray, scene: np.ndarray, lo: int, hi: int) -> None:
+        if not (np.isfinite(raw).all() and np.isfinite(scene).all()):
+            raise DataError(
+                f"latents of samples {self.start + lo}..{self.start + hi - 1} hold NaN or inf."
+            )
+
+    def write(
+        self,
+        local_index: int,
+        images: np.ndarray,
+        raw: np.ndarray,
+        scene: np.ndarray,
+        cls: int | None = None,
+    ) -> None:
+        """Store sample ``start + local_index``: images uint8 ``(H, W, 3)`` (pairs: ``(2, H, W,
+        3)``), raw ``(raw_dim,)`` (pairs ``(2, raw_dim)``), scene ``(10,)`` (pairs ``(2, 10)``)."""
+        self._check_open()
+        j = int(local_index)
+        if not 0 <= j < self.count:
+            raise IndexError(f"local index {j} outside shard of {self.count} samples")
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape != self._img_shape:
+            raise ValueError(
+                f"images must be uint8 {self._img_shape}, got {images.dtype} {images.shape}"
+            )
+        raw = np.asarray(raw, np.float32).reshape(self._raw_shape)
+        scene = np.asarray(scene, np.float32).reshape(self._scene_shape)
+        self._check_latents(raw, scene, j, j + 1)
+        if self.has_class:
+            self._set_class(j, j + 1, cls)
+        elif cls is not None:
+            raise ValueError("cls given for a dataset without classes")
+        if self._written[j]:
+            raise ValueError(f"local index {j} written twice")
+        try:
+            self._images[j] = images
+        except OSError as exc:
+            if _is_enospc(exc):
+                raise DataError(
+                    f"disk full while writing {self.file_name} in {self.root}."
+                ) from exc
+            raise
+        self._raw[j] = raw
+        self._scene[j] = scene
+        self._accumulate(images)
+        self._written[j] = True
+
+    def write_batch(
+        self,
+        local_start: int,
+        images: np.ndarray,
+        raw: np.ndarray,
+        scene: np.ndarray,
+        cls: np.ndarray | Sequence[int] | None = None,
+    ) -> None:
+        """Store a contiguous run of samples from ``start + local_start`` (arrays batched on
+        axis 0, shapes as in :meth:`write`)."""
+        self._check_open()
+        images = np.asarray(images)
+        m = images.shape[0] if images.ndim else 0
+        lo, hi = int(local_start), int(local_start) + m
+        if not (0 <= lo and hi <= self.count):
+            raise IndexError(f"samples {lo}..{hi - 1} outside shard of {self.count} samples")
+        if images.dtype != np.uint8 or images.shape[1:] != self._img_shape:
+            raise ValueError(
+                f"images must be uint8 (m, {self._img_shape}), got {images.dtype} {images.shape}"
+            )
+        raw = np.asarray(raw, np.float32).reshape(m, *self._raw_shape)
+        scene = np.asarray(scene, np.float32).reshape(m, *self._scene_shape)
+        self._check_latents(raw, scene, lo, hi)
+        if self.has_class:
+            self._set_class(lo, hi, cls)
+        elif cls is not None:
+            raise ValueError("cls given for a dataset without classes")
+        if self._written[lo:hi].any():
+            raise ValueError(f"some of local indices {lo}..{hi - 1} were written twice")
+        try:
+            self._images[lo:hi] = images
+        except OSError as exc:
+            if _is_enospc(exc):
+                raise DataError(
+                    f"disk full while writing {self.file_name} in {self.root}."
+                ) from exc
+            raise
+        self._raw[lo:hi] = raw
+        self._scene[lo:hi] = scene
+        self._accumulate(images)
+        self._written[lo:hi] = True
+
+    def _set_class(self, lo: int, hi: int, cls: Any) -> None:
+        if cls is None:
+            raise ValueError("this dataset has classes: pass cls")
+        values = np.asarray(cls, np.int64).reshape(-1)
+        if values.size not in (1, hi - lo):
+            raise ValueError(f"cls has {values.size} values for {hi - lo} samples")
+        if (values < 0).any() or (self.n_classes is not None and (values >= self.n_classes).any()):
+            raise DataError(f"class labels {values.tolist()[:5]} out of range")
+        assert self._cls is not None
+        self._cls[lo:hi] = values
+
+    # -- closing
+    def close(self) -> dict[str, Any]:
+        """Finish the shard: write latents, close, hash, rename, commit. Returns its entry."""
+        self._check_open()
+        if not self._written.all():
+            missing = np.flatnonzero(~self._written)
+            self._abort()
+            raise ValueError(
+                f"shard {self.index} closed with {missing.size} of {self.count} samples unwritten "
+                f"(first local index {int(missing[0])})"
+            )
+        try:
+            f = self._file
+            f.create_dataset("latents_raw", data=self._raw)
+            f.create_dataset("latents", data=self._scene)
+            if self._cls is not None:
+                f.create_dataset("class", data=self._cls)
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["kind"] = self.kind
+            f.attrs["shard_index"] = self.index
+            f.attrs["start"] = self.start
+            f.attrs["count"] = self.count
+            f.close()
+            self._file = None
+            _fsync_path(self.tmp_path)
+            digest = sha256_file(self.tmp_path)
+            size = os.path.getsize(self.tmp_path)
+            os.replace(self.tmp_path, self.path)
+            _fsync_path(self.root, directory=True)
+        except BaseException as exc:
+            self._abort()
+            if _is_enospc(exc):
+                raise DataError(
+                    f"disk full while writing {self.file_name} in {self.root}."
+                ) from exc
+            raise
+        self._closed = True
+        pixels = self.count * (2 if self.kind == "pairs" else 1) * self.height * self.width
+        self.entry = {
+            "index": self.index,
+            "file": self.file_name,
+            "start": self.start,
+            "count": self.count,
+            "sha256": digest,
+            "bytes": size,
+            "pixels": pixels,
+            "channel_sum": [int(v) for v in np.rint(self._sum)],
+            "channel_sumsq": [int(v) for v in np.rint(self._sumsq)],
+            "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        try:
+            commit_shard(self.root, self.entry)
+        except BaseException:
+            # A shard that is not in the manifest does not count; remove it so nothing stale
+            # sits under its final name.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            raise
+        return self.entry
+
+
+# ----------------------------------------------------------------------------- reader
+
+
+class Sample(NamedTuple):
+    """One sample (or a batch from :meth:`Dataset.read_slice`, batched along axis 0).
+
+    images: uint8 ``(H, W, 3)`` / pairs ``(2, H, W, 3)``; raw: float32 ``(raw_dim,)`` / ``(2,
+    raw_dim)``; scene: float32 ``(10,)`` / ``(2, 10)``; cls: int (array for a batch) or None.
+    """
+
+    images: np.ndarray
+    raw: np.ndarray
+    scene: np.ndarray
+    cls: Any
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A complete shard as listed in the manifest."""
+
+    index: int
+    file: str
+    path: Path
+    start: int
+    count: int
+    sha256: str
+    bytes: int
+    entry: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count
+
+
+class _OpenShard:
+    __slots__ = ("cls", "file", "images", "raw", "scene")
+
+    def __init__(self, path: Path, has_class: bool) -> None:
+        import h5py
+
+        try:
+            self.file = h5py.File(path, "r")
+            self.images = self.file["images"]
+            self.raw = self.file["latents_raw"][()]
+            self.scene = self.file["latents"][()]
+            self.cls = self.file["class"][()] if has_class else None
+        except (OSError, KeyError) as exc:
+            raise DataError(f"cannot read shard {path}: {exc}; run `ident3d verify`.") from None
+
+
+class Dataset:
+    """Read access to a dataset directory (see the module docstring). Use :func:`open_dataset`."""
+
+    def __init__(self, root: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+        self.kind: str = manifest["kind"]
+        self.n: int = int(manifest["n"])
+        self.height: int = int(manifest["height"])
+        self.width: int = int(manifest["width"])
+        self.raw_dim: int = int(manifest["raw_dim"])
+        self.shard_size: int = int(manifest["shard_size"])
+        self.num_shards: int = int(manifest["num_shards"])
+        self.has_class: bool = bool(manifest.get("has_class", False))
+        self.class_names: list[str] | None = manifest.get("class_names")
+        self.config: dict[str, Any] = manifest.get("config") or {}
+        self._entries = {int(s["index"]): s for s in manifest["shards"]}
+        self.complete = len(self._entries) == self.num_shards
+        self._pid = -1
+        self._open: dict[int, _OpenShard] = {}
+        pixels = sum(int(s["pixels"]) for s in manifest["shards"])
+        if pixels:
+            s = np.array([s["channel_sum"] for s in manifest["shards"]], np.float64).sum(0)
+            q = np.array([s["channel_sumsq"] for s in manifest["shards"]], np.float64).sum(0)
+            mean = s / pixels
+            var = np.maximum(q / pixels - mean**2, 0.0)
+            self.mean: np.ndarray = mean / 255.0
+            self.std: np.ndarray = np.sqrt(var) / 255.0
+        else:
+            self.mean = np.full(3, np.nan)
+            self.std = np.full(3, np.nan)
+
+    # -- pickling: never carry HDF5 handles across processes
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        state["_pid"] = -1
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({str(self.root)!r}, kind={self.kind!r}, n={self.n}, "
+            f"{self.height}x{self.width}, shards {len(self._entries)}/{self.num_shards})"
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's images: ``(H, W, 3)`` or ``(2, H, W, 3)``."""
+        return _image_shape(self.kind, self.height, self.width)
+
+    def shards(self) -> list[ShardInfo]:
+        """Complete shards, in index order."""
+        return [
+            ShardInfo(
+                index=k,
+                file=e["file"],
+                path=self.root / e["file"],
+                start=int(e["start"]),
+                count=int(e["count"]),
+                sha256=e["sha256"],
+                bytes=int(e["bytes"]),
+                entry=e,
+            )
+            for k, e in sorted(self._entries.items())
+        ]
+
+    def missing_shards(self) -> list[int]:
+        """Planned shards not in the manifest (empty for a complete dataset)."""
+        return [k for k in range(self.num_shards) if k not in self._entries]
+
+    def close(self) -> None:
+        """Close the HDF5 files this process opened (they re-open on the next read)."""
+        if self._pid == os.getpid():
+            for sh in self._open.values():
+                with contextlib.suppress(Exception):
+                    sh.file.close()
+        self._open = {}
+
+    def _shard(self, k: int) -> _OpenShard:
+        pid = os.getpid()
+        if pid != self._pid:
+            # A forked child must not use its parent's HDF5 handles: drop them unclosed.
+            self._open = {}
+            self._pid = pid
+        sh = self._open.get(k)
+        if sh is None:
+            entry = self._entries.get(k)
+            if entry is None:
+                start, count = shard_range(self.manifest, k)
+                raise DataError(
+                    f"samples {start}..{start + count - 1} are in shard {k}, which {self.root} "
+                    f"does not have yet."
+                )
+            sh = _OpenShard(self.root / entry["file"], self.has_class)
+            self._open[k] = sh
+        return sh
+
+    def _index(self, i: int) -> int:
+        i = int(i)
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"sample {i} out of range for a dataset of {self.n}")
+        return i
+
+    def read(self, i: int) -> Sample:
+        """Sample ``i`` (negative indices count from the end)."""
+        i = self._index(i)
+        k, j = divmod(i, self.shard_size)
+        sh = self._shard(k)
+        return Sample(
+            sh.images[j],
+            sh.raw[j].copy(),
+            sh.scene[j].copy(),
+            int(sh.cls[j]) if sh.cls is not None else None,
+        )
+
+    def read_images(self, i: int) -> np.ndarray:
+        """Only the images of sample ``i``."""
+        i = self._index(i)
+        k, j = divmod(i, self.shard_size)
+        return self._shard(k).images[j]
+
+    def read_slice(self, a: int, b: int) -> Sample:
+        """Samples ``a .. b-1`` batched on axis 0 (contiguous reads, one per shard touched)."""
+        a, b = int(a), int(b)
+        if not 0 <= a <= b <= self.n:
+            raise IndexError(f"slice {a}:{b} out of range for a dataset of {self.n}")
+        images = np.empty((b - a, *self.image_shape), np.uint8)
+        raw = np.empty((b - a, *_latent_shape(self.kind, self.raw_dim)), np.float32)
+        scene = np.empty((b - a, *_latent_shape(self.kind, SCENE_DIM)), np.float32)
+        cls = np.empty(b - a, np.int64) if self.has_class else None
+        i = a
+        while i < b:
+            k, j0 = divmod(i, self.shard_size)
+            j1 = min(j0 + (b - i), shard_range(self.manifest, k)[1])
+            sh = self._shard(k)
+            lo, hi = i - a, i - a + (j1 - j0)
+            sh.images.read_direct(images, np.s_[j0:j1], np.s_[lo:hi])
+            raw[lo:hi] = sh.raw[j0:j1]
+            scene[lo:hi] = sh.scene[j0:j1]
+            if cls is not None:
+                cls[lo:hi] = sh.cls[j0:j1]
+            i += j1 - j0
+        return Sample(images, raw, scene, cls)
+
+    def _table(self, attr: str) -> np.ndarray:
+        missing = self.missing_shards()
+        if missing:
+            raise DataError(
+                f"{self.root} lacks shards {missing[:5]}: whole-dataset tables need every shard."
+            )
+        parts = [getattr(self._shard(k), attr) for k in range(self.num_shards)]
+        return np.concatenate(parts, axis=0)
+
+    def raw_latents(self) -> np.ndarray:
+        """All raw latents, float32 ``(N, raw_dim)`` or ``(N, 2, raw_dim)``."""
+        return self._table("raw")
+
+    def scene_latents(self) -> np.ndarray:
+        """All scene-unit latents, float32 ``(N, 10)`` or ``(N, 2, 10)``."""
+        return self._table("scene")
+
+    def classes(self) -> np.ndarray | None:
+        """All class labels (int32 ``(N,)``) or None for a dataset without classes."""
+        return self._table("cls") if self.has_class else None
+
+    def iter_shards(self) -> Iterator[tuple[ShardInfo, Sample]]:
+        """Each complete shard with its whole content (one shard in memory at a time)."""
+        for info in self.shards():
+            yield info, self.read_slice(info.start, info.stop)
+
+
+def open_dataset(path: str | os.PathLike[str], allow_incomplete: bool = False) -> Dataset:
+    """Open a dataset directory for reading.
+
+    An incomplete dataset (planned shards missing, e.g. a render still running) raises
+    :class:`DataError` unless ``allow_incomplete``; then ``len()`` is still the planned size and
+    reading a sample of a missing shard raises :class:`DataError` (see ``.missing_shards()``).
+    """
+    manifest = read_manifest(path)
+    ds = Dataset(path, manifest)
+    if not ds.complete and not allow_incomplete:
+        missing = ds.missing_shards()
+        raise DataError(
+            f"{path} is incomplete: {len(missing)} of {ds.num_shards} shards missing "
+            f"(first {missing[0]}); finish or resume writing it, or open it with "
+            f"allow_incomplete=True."
+        )
+    return ds

@@ -66,7 +66,8 @@ import os
 import platform
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -963,3 +964,747 @@ def open_dataset(path: str | os.PathLike[str], allow_incomplete: bool = False) -
             f"allow_incomplete=True."
         )
     return ds
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_dataset` found. ``ok`` when nothing is wrong and nothing missing."""
+
+    root: Path
+    problems: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (shard file or "manifest", what)
+    missing: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    checked: int = 0
+    planned: int = 0
+    quick: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.missing
+
+    def bad_shards(self) -> list[str]:
+        """Names of the shard files with problems, each once, in order."""
+        return list(dict.fromkeys(where for where, _ in self.problems if where != "manifest"))
+
+    def lines(self) -> list[str]:
+        """Human-readable report lines."""
+        out = [f"BAD {where}: {what}" for where, what in self.problems]
+        if self.missing:
+            shown = ", ".join(str(k) for k in self.missing[:20])
+            more = f" (+{len(self.missing) - 20} more)" if len(self.missing) > 20 else ""
+            out.append(
+                f"INCOMPLETE: {len(self.missing)} of {self.planned} planned shards missing: "
+                f"{shown}{more}"
+            )
+        out += [f"warning: {w}" for w in self.warnings]
+        how = "structure only (--quick: no checksums)" if self.quick else "checksums and structure"
+        status = "OK" if self.ok else "FAILED"
+        out.append(
+            f"{status}: {self.checked - len(self.bad_shards())} of {self.planned} shards good "
+            f"({how})"
+        )
+        return out
+
+
+def _check_shard(
+    root: Path, manifest: dict[str, Any], entry: dict[str, Any], quick: bool
+) -> list[str]:
+    """Problems with one listed shard (empty list when it is good)."""
+    import h5py
+
+    found: list[str] = []
+    path = root / entry["file"]
+    kind = manifest["kind"]
+    if not path.is_file():
+        return ["file is missing"]
+    size = path.stat().st_size
+    if size != int(entry.get("bytes", -1)):
+        found.append(f"size {size} bytes, manifest says {entry.get('bytes')}")
+    if not quick:
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            found.append("SHA-256 checksum mismatch (the file changed or is corrupt)")
+    count = int(entry["count"])
+    expect = {
+        "images": ((count, *_image_shape(kind, manifest["height"], manifest["width"])), np.uint8),
+        "latents_raw": ((count, *_latent_shape(kind, manifest["raw_dim"])), np.float32),
+        "latents": ((count, *_latent_shape(kind, SCENE_DIM)), np.float32),
+    }
+    if manifest.get("has_class"):
+        expect["class"] = ((count,), None)
+    try:
+        with h5py.File(path, "r") as f:
+            for name, (shape, dtype) in expect.items():
+                if name not in f:
+                    found.append(f"dataset {name!r} is missing")
+                    continue
+                d = f[name]
+                if d.shape != shape:
+                    found.append(f"{name} has shape {d.shape}, expected {shape}")
+                    continue
+                if dtype is not None and d.dtype != dtype:
+                    found.append(f"{name} has dtype {d.dtype}, expected {np.dtype(dtype)}")
+                if name == "images" and d.chunks != (1, *shape[1:]):
+                    found.append(f"images are chunked {d.chunks}, expected one sample per chunk")
+                if name.startswith("latents"):
+                    values = d[()]
+                    bad = ~np.isfinite(values).reshape(count, -1).all(axis=1)
+                    if bad.any():
+                        first = int(entry["start"]) + int(np.flatnonzero(bad)[0])
+                        found.append(
+                            f"{name} holds NaN/inf in {int(bad.sum())} samples (first {first})"
+                        )
+                if name == "class":
+                    if d.dtype.kind not in "iu":
+                        found.append(f"class has dtype {d.dtype}, expected an integer type")
+                    else:
+                        values = d[()]
+                        n_cls = len(manifest.get("class_names") or []) or None
+                        if (values < 0).any() or (n_cls is not None and (values >= n_cls).any()):
+                            found.append("class holds labels out of range")
+            for key in ("shard_index", "start", "count"):
+                want = {"shard_index": entry["index"], "start": entry["start"], "count": count}[key]
+                if key in f.attrs and int(f.attrs[key]) != int(want):
+                    found.append(f"attribute {key} is {int(f.attrs[key])}, manifest says {want}")
+    except OSError as exc:
+        found.append(f"does not open or read as HDF5 ({str(exc).splitlines()[0]})")
+    return found
+
+
+def verify_dataset(root: str | os.PathLike[str], quick: bool = False) -> VerifyReport:
+    """Check a dataset against its manifest: each listed shard exists, has the recorded size and
+    SHA-256 (skipped when ``quick``), opens, has the planned shapes, dtypes, counts and
+    one-sample chunks, and finite latents; reports missing shards of an incomplete dataset.
+
+    Raises :class:`DataError` only when ``root`` is not a dataset at all (no directory, no
+    manifest); an unreadable or inconsistent manifest is a finding in the report.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory.")
+    if not (root / MANIFEST_NAME).is_file():
+        raise DataError(f"{root} is not an ident3d dataset: it has no {MANIFEST_NAME}.")
+    report = VerifyReport(root=root, quick=quick)
+    try:
+        manifest = read_manifest(root)
+    except DataError as exc:
+        report.problems.append(("manifest", str(exc)))
+        return report
+    n, size, num = manifest["n"], manifest["shard_size"], manifest["num_shards"]
+    report.planned = num
+    if num != math.ceil(n / size):
+        report.problems.append(
+            ("manifest", f"num_shards {num} disagrees with n={n}, shard_size={size}")
+        )
+        return report
+    digits = manifest.get("shard_digits", MIN_SHARD_DIGITS)
+    listed: dict[int, dict[str, Any]] = {}
+    for entry in manifest["shards"]:
+        try:
+            k = int(entry["index"])
+            start, count = shard_range(manifest, k)
+        except (KeyError, TypeError, ValueError, UsageError) as exc:
+            report.problems.append(("manifest", f"bad shard entry {entry!r:.80}: {exc}"))
+            continue
+        where = entry.get("file", f"shard {k}")
+        if k in listed:
+            report.problems.append(("manifest", f"shard {k} is listed twice"))
+            continue
+        listed[k] = entry
+        if (int(entry.get("start", -1)), int(entry.get("count", -1))) != (start, count):
+            report.problems.append(
+                (
+                    where,
+                    f"manifest says samples from {entry.get('start')} count {entry.get('count')}, "
+                    f"the plan says from {start} count {count}",
+                )
+            )
+            continue
+        if entry.get("file") != shard_file_name(k, digits):
+            report.problems.append((where, f"file name should be {shard_file_name(k, digits)}"))
+            continue
+        report.checked += 1
+        for what in _check_shard(root, manifest, entry, quick):
+            report.problems.append((where, what))
+    report.missing = [k for k in range(num) if k not in listed]
+    listed_files = {e.get("file") for e in listed.values()}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if _SHARD_RE.match(entry.name) and entry.name not in listed_files:
+            report.warnings.append(
+                f"{entry.name} is not in the manifest (an unfinished commit); it does not count"
+            )
+        elif entry.name.startswith(".") and _TMP_MARK in entry.name:
+            report.warnings.append(
+                f"{entry.name} is a temporary file from an interrupted write (or one in progress)"
+            )
+    return report
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}{k}.")
+        return out
+    return [(prefix[:-1], d)]
+
+
+def describe_dataset(root: str | os.PathLike[str]) -> str:
+    """A human summary of a dataset (what ``ident3d info`` prints)."""
+    root = Path(root)
+    m = read_manifest(root)
+    done = len({int(s["index"]) for s in m["shards"]})
+    n_done = sum(int(s["count"]) for s in m["shards"])
+    size = sum(int(s["bytes"]) for s in m["shards"])
+    per = "pair" if m["kind"] == "pairs" else "image"
+    cfg = m.get("config") or {}
+    lines = [f"dataset      {root}"]
+    state = "complete" if done == m["num_shards"] else f"INCOMPLETE, {n_done:,} written"
+    lines.append(f"kind         {m['kind']}: {m['n']:,} {per}s ({state})")
+    lines.append(
+        f"shards       {done} of {m['num_shards']} complete, {m['shard_size']:,} samples each"
+    )
+    lines.append(
+        f"images       {m['width']} x {m['height']} RGB uint8"
+        + (" (2 views per sample)" if m["kind"] == "pairs" else "")
+        + f", compression {m['compression']}"
+    )
+    lines.append(f"latents      raw {m['raw_dim']} columns, scene {m.get('scene_dim', SCENE_DIM)}")
+    if m.get("has_class"):
+        lines.append(f"classes      {', '.join(m.get('class_names') or []) or '(unnamed)'}")
+    per_sample = size / n_done if n_done else 0.0
+    lines.append(
+        f"size         {_human_bytes(size)} on disk ({_human_bytes(per_sample)} per {per})"
+    )
+    for label, keys in (
+        ("preset", ("preset",)),
+        ("latent mode", ("latent_mode", "mode")),
+        ("latent model", ("latent_model", "latents")),
+        ("conditional", ("conditional",)),
+        ("quality", ("quality",)),
+        ("seed", ("seed", "seeds")),
+    ):
+        for key in keys:
+            if key in cfg and cfg[key] is not None:
+                value = cfg[key]
+                text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                lines.append(f"{label:<12} {text if len(text) <= 100 else text[:97] + '...'}")
+                break
+    v = m.get("versions", {})
+    made = ", ".join(
+        f"{k} {v[k]}" for k in ("ident3d", "python", "blender", "h5py", "hdf5") if k in v
+    )
+    lines.append(f"made         {m.get('created', '?')} with {made}")
+    if n_done:
+        ds = Dataset(root, m)
+        lines.append(
+            "mean / std   "
+            + " ".join(f"{x:.4f}" for x in ds.mean)
+            + " / "
+            + " ".join(f"{x:.4f}" for x in ds.std)
+            + "  (R G B, [0, 1] units)"
+        )
+    flat = _flatten(cfg)
+    if flat:
+        lines.append("config")
+        for key, value in flat[:60]:
+            text = value if isinstance(value, str) else json.dumps(value)
+            lines.append(f"  {key} = {text if len(text) <= 100 else text[:97] + '...'}")
+        if len(flat) > 60:
+            lines.append(f"  ... {len(flat) - 60} more keys in {root / MANIFEST_NAME}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- convert
+
+_PNG_RE = re.compile(r"^(\d+)\.png$")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class _SourcePart:
+    """One class (or the whole split) of an original-layout folder."""
+
+    cls: int | None
+    raw_path: Path
+    latents_path: Path | None
+    images_dir: Path
+    raw: np.ndarray
+    scene: np.ndarray | None
+    files: list[str]  # file name of image i, i = 0 .. N-1
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing ({what}).") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npy array ({what}): {exc}.") from None
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.dtype.kind not in "fiu":
+        raise DataError(
+            f"{path} must be a numeric (N, D) array with N >= 1, got {arr.dtype} {arr.shape}."
+        )
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path} holds NaN or inf values.")
+    return arr
+
+
+def _index_images(images_dir: Path, n: int, label: str) -> list[str]:
+    """File names of images 0..n-1 in ``images_dir`` (any zero padding), checking the count."""
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir} is missing: {label} has no image folder.")
+    files: dict[int, str] = {}
+    for entry in os.scandir(images_dir):
+        m = _PNG_RE.match(entry.name)
+        if not m:
+            continue
+        i = int(m.group(1))
+        if i in files:
+            raise DataError(
+                f"{images_dir} holds two files for image {i}: {files[i]} and {entry.name}."
+            )
+        files[i] = entry.name
+    if len(files) != n or (files and (min(files) != 0 or max(files) != n - 1)):
+        absent = [i for i in range(n) if i not in files][:3]
+        extra = sorted(i for i in files if not 0 <= i < n)[:3]
+        detail = f"missing e.g. image {absent}" if absent else f"extra indices e.g. {extra}"
+        raise DataError(
+            f"{images_dir} holds {len(files)} PNG images but {label} has {n} latent rows ({detail})."
+        )
+    return [files[i] for i in range(n)]
+
+
+def _box_mapping() -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """The 3dident preset's box-mode raw->scene mapping (via :mod:`ident3d.latents`)."""
+    from ident3d.latents import LatentMapping
+
+    table: dict[str, Any] | None = None
+    try:
+        from ident3d.scenes import load_preset
+
+        table = load_preset("3dident").data["latents"]["modes"]["box"]
+    except Exception:  # the preset is data; fall back to the mapping's documented defaults
+        table = None
+    mapping = (
+        LatentMapping.from_preset_mode("box", table)
+        if table is not None
+        else LatentMapping(mode="box", kind="box")
+    )
+    return mapping.to_scene, mapping.to_config()
+
+
+def _scan_source(src: Path, split: str | None) -> tuple[str, Path, list[_SourcePart]]:
+    """Find the layout of ``src``: ``("3dident" | "causal3dident", split dir, parts)``."""
+    if not src.is_dir():
+        raise DataError(f"{src} is not a directory.")
+    if (src / "raw_latents.npy").exists():
+        layout, base = "3dident", src
+        names = [(None, "raw_latents.npy", "latents.npy", "images")]
+    else:
+        layout = "causal3dident"
+        base = src
+        if not any(_RAW_CLASS_RE.match(p.name) for p in src.iterdir()):
+            splits = [s for s in ("trainset", "testset") if (src / s).is_dir()]
+            if split is not None:
+                want = {"train": "trainset", "test": "testset"}.get(split, split)
+                if want not in ("trainset", "testset"):
+                    raise UsageError(f"--split must be train or test, got {split!r}.")
+                if not (src / want).is_dir():
+                    raise DataError(f"{src} has no {want}/ folder.")
+                base = src / want
+            elif len(splits) == 1:
+                base = src / splits[0]
+            elif len(splits) == 2:
+                raise UsageError(
+                    f"{src} holds trainset/ and testset/: choose one with --split train|test."
+                )
+            else:
+                raise DataError(
+                    f"{src} is neither a 3DIdent folder (raw_latents.npy + images/) nor a "
+                    f"Causal3DIdent one (trainset/, testset/ or raw_latents_<c>.npy + images_<c>/)."
+                )
+        classes = sorted(
+            int(m.group(1)) for p in base.iterdir() if (m := _RAW_CLASS_RE.match(p.name))
+        )
+        if not classes:
+            raise DataError(f"{base} holds no raw_latents_<c>.npy files.")
+        bad = [c for c in classes if c >= len(CAUSAL3DIDENT_CLASSES)]
+        if bad:
+            raise DataError(f"{base} has class {bad[0]}; Causal3DIdent classes are 0..6.")
+        names = [(c, f"raw_latents_{c}.npy", f"latents_{c}.npy", f"images_{c}") for c in classes]
+    parts: list[_SourcePart] = []
+    dim = None
+    for c, raw_name, lat_name, img_name in names:
+        raw = _load_npy(base / raw_name, "raw latents")
+        if dim is None:
+            dim = raw.shape[1]
+        elif raw.shape[1] != dim:
+            raise DataError(
+                f"{base / raw_name} has {raw.shape[1]} columns, the other classes {dim}."
+            )
+        lat_path = base / lat_name
+        scene = None
+        if lat_path.exists():
+            scene = _load_npy(lat_path, "scene latents")
+            if scene.shape != (raw.shape[0], SCENE_DIM):
+                raise DataError(
+                    f"{lat_path} has shape {scene.shape}, but {raw_name} has {raw.shape[0]} rows "
+                    f"and scene latents have {SCENE_DIM} columns."
+                )
+        label = raw_name
+        files = _index_images(base / img_name, raw.shape[0], label)
+        parts.append(_SourcePart(c, base / raw_name, lat_path if scene is not None else None,
+                                 base / img_name, raw, scene, files))  # fmt: skip
+    return layout, base, parts
+
+
+_RAW_CLASS_RE = re.compile(r"^raw_latents_(\d+)\.npy$")
+
+
+def _decode_png(path: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head != _PNG_MAGIC:
+                raise DataError(f"{path} is not a PNG file.")
+            fh.seek(0)
+            with Image.open(fh) as im:
+                im.load()
+                mode = im.mode
+                arr = np.asarray(im)
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable PNG image ({exc}).") from None
+    if mode == "RGBA":
+        if not (arr[..., 3] == 255).all():
+            raise DataError(f"{path} has transparent pixels; 3DIdent images are opaque RGB.")
+        arr = arr[..., :3]
+    elif mode != "RGB":
+        raise DataError(f"{path} is a {mode} PNG; expected 8-bit RGB.")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _decode_batch(task: tuple[list[str], tuple[int, int] | None]) -> np.ndarray:
+    paths, shape = task
+    out = None
+    for j, p in enumerate(paths):
+        img = _decode_png(p)
+        if out is None:
+            if shape is not None and img.shape[:2] != shape:
+                raise DataError(f"{p} is {img.shape[1]} x {img.shape[0]} pixels; the others are "
+                                f"{shape[1]} x {shape[0]}.")  # fmt: skip
+            out = np.empty((len(paths), *img.shape), np.uint8)
+        elif img.shape != out.shape[1:]:
+            raise DataError(f"{p} is {img.shape[1]} x {img.shape[0]} pixels; the others are "
+                            f"{out.shape[2]} x {out.shape[1]}.")  # fmt: skip
+        out[j] = img
+    assert out is not None
+    return out
+
+
+def _worker_pool(
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> Any:
+    import multiprocessing as mp
+
+    return mp.get_context("spawn").Pool(workers, initializer, initargs)
+
+
+def _prepare_dst(dst: Path, overwrite: bool) -> bool:
+    """Check DST for convert; returns whether DST was created here."""
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"{dst} exists and is not a directory.")
+    if dst.exists():
+        has_manifest = (dst / MANIFEST_NAME).exists()
+        others = [e.name for e in os.scandir(dst) if e.name != LOCK_NAME]
+        if has_manifest and not overwrite:
+            raise UsageError(f"{dst} already holds a dataset; pass --overwrite to replace it.")
+        if others and not has_manifest and not overwrite:
+            raise UsageError(f"{dst} is not empty; choose a new folder or pass --overwrite.")
+        return False
+    return True
+
+
+def _cleanup_dst(dst: Path, created: bool) -> None:
+    with contextlib.suppress(OSError):
+        _remove_store_files(dst)
+    if created:
+        with contextlib.suppress(OSError):
+            (dst / LOCK_NAME).unlink()
+        with contextlib.suppress(OSError):
+            dst.rmdir()
+
+
+def convert_original(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    workers: int | None = None,
+    overwrite: bool = False,
+    compression: str = DEFAULT_COMPRESSION,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    split: str | None = None,
+    progress: bool = True,
+    batch: int = 32,
+) -> Path:
+    """Pack an original 3DIdent or Causal3DIdent folder into a dataset at ``dst``.
+
+    3DIdent: ``SRC/raw_latents.npy``, optional ``SRC/latents.npy``, ``SRC/images/<i>.png``.
+    Causal3DIdent: ``SRC/trainset/`` or ``SRC/testset/`` (``split`` picks one when both exist)
+    or the split folder itself, with ``raw_latents_<c>.npy`` and ``images_<c>/<i>.png`` per class
+    ``c`` (optional ``latents_<c>.npy``); classes are concatenated in class order and stored as
+    the ``class`` column. Without scene latents, they are computed from the raw ones by the
+    3dident preset's box-mode mapping, and the manifest says so. PNGs are decoded by ``workers``
+    processes (default: all cores); pixels are stored exactly. On any failure everything written
+    to ``dst`` is removed again. Returns ``dst``.
+    """
+    src, dst = Path(src), Path(dst)
+    _compression_kwargs(compression)
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise UsageError(f"--shard-size must be a positive integer, got {shard_size!r}.")
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}.")
+    layout, base, parts = _scan_source(src, split)
+    raw = np.concatenate([p.raw for p in parts]).astype(np.float32)
+    n, raw_dim = raw.shape
+    if all(p.scene is not None for p in parts):
+        scene = np.concatenate([p.scene for p in parts]).astype(np.float32)  # type: ignore[misc]
+        scene_source: Any = "latents.npy" if layout == "3dident" else "latents_<c>.npy"
+    else:
+        if raw_dim != SCENE_DIM:
+            raise DataError(
+                f"{base} has {raw_dim}-column raw latents and no scene latents file; only "
+                f"10-column (box-mode) raw latents can be mapped to scene units."
+            )
+        to_scene, mapping_cfg = _box_mapping()
+        scene = np.asarray(to_scene(np.concatenate([p.raw for p in parts])), np.float32)
+        scene_source = {"computed_from_raw": True, "mapping": mapping_cfg}
+    paths = [str(p.images_dir / f) for p in parts for f in p.files]
+    cls = (
+        np.concatenate([np.full(len(p.files), p.cls) for p in parts])
+        if layout != "3dident"
+        else None
+    )
+    height, width = _decode_png(paths[0]).shape[:2]
+    config = {
+        "origin": "converted",
+        "source": {
+            "layout": layout,
+            "path": str(base.resolve()),
+            "classes": [p.cls for p in parts] if cls is not None else None,
+            "n_per_class": [len(p.files) for p in parts] if cls is not None else None,
+        },
+        "scene_latents": scene_source,
+        "resolution": [width, height],
+    }
+    created = _prepare_dst(dst, overwrite)
+    pool = None
+    try:
+        manifest = create_dataset(
+            dst, "images", n, shard_size, height, width, raw_dim, config,
+            factor_table=_factor_table(), compression=compression, overwrite=True,
+            has_class=cls is not None,
+            class_names=list(CAUSAL3DIDENT_CLASSES) if cls is not None else None,
+        )  # fmt: skip
+        tasks: list[tuple[int, int, int]] = []  # (shard, local start, stop)
+        for k in range(manifest["num_shards"]):
+            start, count = shard_range(manifest, k)
+            tasks += [(k, j, min(j + batch, count)) for j in range(0, count, batch)]
+        jobs = [([paths[shard_range(manifest, k)[0] + j] for j in range(a, b)], (height, width))
+                for k, a, b in tasks]  # fmt: skip
+        if workers > 1 and len(jobs) > 1:
+            pool = _worker_pool(min(workers, len(jobs)))
+            results: Iterator[np.ndarray] = pool.imap(_decode_batch, jobs, chunksize=1)
+        else:
+            results = map(_decode_batch, jobs)
+        from tqdm import tqdm
+
+        with tqdm(total=n, unit="img", desc="convert", disable=not progress) as bar:
+            pos = 0
+            for k in range(manifest["num_shards"]):
+                start, count = shard_range(manifest, k)
+                with ShardWriter(dst, k, start, count, "images", height, width, raw_dim,
+                                 has_class=cls is not None) as w:  # fmt: skip
+                    while pos < len(tasks) and tasks[pos][0] == k:
+                        _, a, b = tasks[pos]
+                        images = next(results)
+                        g = slice(start + a, start + b)
+                        w.write_batch(
+                            a, images, raw[g], scene[g], cls[g] if cls is not None else None
+                        )
+                        bar.update(b - a)
+                        pos += 1
+    except BaseException as exc:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            pool = None
+        _cleanup_dst(dst, created)
+        if isinstance(exc, OSError) and _is_enospc(exc):
+            raise DataError(f"disk full while converting into {dst}; nothing was kept.") from None
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return dst
+
+
+def _factor_table() -> list[dict[str, Any]] | None:
+    try:
+        from ident3d.latents import factor_table
+    except ImportError:  # pragma: no cover - ident3d.latents ships with the package
+        return None
+    return factor_table()
+
+
+# ----------------------------------------------------------------------------- export
+
+_EXPORT_NAMES = re.compile(
+    r"^(raw_latents(_\d+)?\.npy|latents(_\d+)?\.npy|images(_\d+)?|view[01]|pairs\.json)$"
+)
+
+
+def index_digits(n: int) -> int:
+    """Zero padding of image names in the original layout: ceil(log10(n)) digits, so every
+    index 0..n-1 fits (6 for 250,000; 3 for 1,000; at least 1)."""
+    return len(str(max(int(n) - 1, 0)))
+
+
+_EXPORT_STATE: dict[str, Any] = {}
+
+
+def _export_init(root: str) -> None:
+    _EXPORT_STATE["ds"] = open_dataset(root)
+
+
+def _encode_task(task: tuple[int, int, int, list[str], int]) -> int:
+    from PIL import Image
+
+    a, b, view, paths, level = task
+    images = _EXPORT_STATE["ds"].read_slice(a, b).images
+    for img, path in zip(images if view < 0 else images[:, view], paths, strict=True):
+        Image.fromarray(img).save(path, format="PNG", compress_level=level)
+    return b - a
+
+
+def export_original(
+    root: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    png_compress_level: int = 6,
+    batch: int = 32,
+) -> Path:
+    """Write a dataset in the original layout at ``dst`` (see ``docs/store.md``).
+
+    images: ``raw_latents.npy``, ``latents.npy``, ``images/<i>.png`` (``index_digits(N)``
+    zero-padded). With classes: the Causal3DIdent split layout, ``raw_latents_<c>.npy``,
+    ``latents_<c>.npy``, ``images_<c>/<i>.png`` (``i`` counted within class ``c``). Pairs: two
+    such roots ``view0/`` and ``view1/`` (row i of each is pair i) plus ``pairs.json``. Written
+    into a temporary sibling folder and renamed to ``dst`` when complete. Returns ``dst``.
+    """
+    ds = open_dataset(root)
+    dst = Path(dst)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}.")
+    if dst.exists():
+        if not dst.is_dir():
+            raise UsageError(f"{dst} exists and is not a directory.")
+        entries = [e.name for e in os.scandir(dst)]
+        if entries:
+            if not overwrite:
+                raise UsageError(
+                    f"{dst} is not empty (it may hold a dataset); pass --overwrite to replace it."
+                )
+            foreign = [e for e in entries if not _EXPORT_NAMES.match(e)]
+            if foreign:
+                raise UsageError(
+                    f"{dst} holds {foreign[0]!r}, which an export does not write; refusing to "
+                    f"replace a folder that is not an exported dataset."
+                )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    raw_all, scene_all = ds.raw_latents(), ds.scene_latents()
+    cls_all = ds.classes()
+    views = [-1] if ds.kind == "images" else [0, 1]
+    pool = None
+    try:
+        jobs: list[tuple[int, int, int, list[str], int]] = []
+        for view in views:
+            vroot = tmp if view < 0 else tmp / f"view{view}"
+            vroot.mkdir(exist_ok=True)
+            raw_v = raw_all if view < 0 else raw_all[:, view]
+            scene_v = scene_all if view < 0 else scene_all[:, view]
+            groups = [(None, np.arange(ds.n))] if cls_all is None else [
+                (int(c), np.flatnonzero(cls_all == c)) for c in np.unique(cls_all)]  # fmt: skip
+            names = np.empty(ds.n, object)
+            for c, idx in groups:
+                suffix = "" if c is None else f"_{c}"
+                img_dir = vroot / f"images{suffix}"
+                img_dir.mkdir()
+                np.save(vroot / f"raw_latents{suffix}.npy", raw_v[idx])
+                np.save(vroot / f"latents{suffix}.npy", scene_v[idx])
+                digits = index_digits(len(idx))
+                for local, g in enumerate(idx):
+                    names[g] = str(img_dir / f"{local:0{digits}d}.png")
+            for a in range(0, ds.n, batch):
+                b = min(a + batch, ds.n)
+                jobs.append((a, b, view, list(names[a:b]), png_compress_level))
+        if ds.kind == "pairs":
+            (tmp / "pairs.json").write_text(json.dumps({
+                "format": "ident3d-export-pairs", "n": ds.n, "views": ["view0", "view1"],
+                "note": "row i of view0 and row i of view1 are positive pair i",
+                "source": str(Path(root).resolve())}, indent=1) + "\n")  # fmt: skip
+        if workers > 1 and len(jobs) > 1:
+            pool = _worker_pool(min(workers, len(jobs)), _export_init, (str(ds.root),))
+            results: Iterator[int] = pool.imap_unordered(_encode_task, jobs, chunksize=1)
+        else:
+            _EXPORT_STATE["ds"] = ds
+            results = map(_encode_task, jobs)
+        from tqdm import tqdm
+
+        with tqdm(total=ds.n * len(views), unit="img", desc="export", disable=not progress) as bar:
+            for done in results:
+                bar.update(done)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException as exc:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            pool = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and _is_enospc(exc):
+            raise DataError(f"disk full while exporting to {dst}; nothing was kept.") from None
+        raise
+    finally:
+        _EXPORT_STATE.pop("ds", None)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return dst

@@ -1,0 +1,89 @@
+"""``ident3d info | verify | convert | export``: the dataset store on the command line.
+
+Thin wrappers over :mod:`ident3d.store`; see ``docs/store.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ident3d import store
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+def info(directory: str) -> None:
+    """Summarise the dataset in DIRECTORY: kind, size, shards, how it was made."""
+    click.echo(store.describe_dataset(directory))
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.option("--quick", is_flag=True, help="Skip the SHA-256 checksums (structure only).")
+def verify(directory: str, quick: bool) -> int:
+    """Check DIRECTORY against its manifest; exit 1 naming each bad shard, 0 when all is well."""
+    report = store.verify_dataset(directory, quick=quick)
+    for line in report.lines():
+        click.echo(line, err=not line.startswith("OK"))
+    return 0 if report.ok else 1
+
+
+@click.command()
+@click.argument("src", type=click.Path(file_okay=False, path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="PNG decoding processes [default: all cores].")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace a dataset already in DST.")
+@click.option("--compression", type=click.Choice(store.COMPRESSIONS),
+              default=store.DEFAULT_COMPRESSION, show_default=True)  # fmt: skip
+@click.option("--shard-size", type=click.IntRange(min=1), default=store.DEFAULT_SHARD_SIZE,
+              show_default=True, help="Samples per shard file.")  # fmt: skip
+@click.option("--split", type=click.Choice(["train", "test"]), default=None,
+              help="Causal3DIdent: which of trainset/ and testset/ (when SRC holds both).")  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def convert(
+    src: str,
+    dst: str,
+    workers: int | None,
+    overwrite: bool,
+    compression: str,
+    shard_size: int,
+    split: str | None,
+    no_progress: bool,
+) -> None:
+    """Pack an original 3DIdent (or Causal3DIdent) folder SRC into a dataset at DST."""
+    out = store.convert_original(
+        src,
+        dst,
+        workers=workers,
+        overwrite=overwrite,
+        compression=compression,
+        shard_size=shard_size,
+        split=split,
+        progress=not no_progress and sys.stderr.isatty(),
+    )
+    ds = store.open_dataset(out)
+    click.echo(f"wrote {len(ds):,} images in {ds.num_shards} shards to {out}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.argument("dst", type=click.Path(path_type=str))
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="PNG encoding processes [default: all cores].")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in DST.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export(
+    directory: str, dst: str, workers: int | None, overwrite: bool, no_progress: bool
+) -> None:
+    """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout."""
+    out = store.export_original(
+        directory,
+        dst,
+        workers=workers,
+        overwrite=overwrite,
+        progress=not no_progress and sys.stderr.isatty(),
+    )
+    click.echo(f"exported {directory} to {out}")

@@ -1,0 +1,295 @@
+"""Tests of ``ident3d convert`` / ``ident3d export``: the original 3DIdent and Causal3DIdent
+folder layouts, pixel-exact round trips, and bad input."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ident3d import store
+from ident3d.cli import main
+from ident3d.errors import DataError
+
+H, W = 14, 11
+
+
+def _image(rng: np.random.Generator) -> np.ndarray:
+    """A smooth-ish random RGB image (gradient + noise), like a small render."""
+    y, x = np.mgrid[0:H, 0:W]
+    base = rng.uniform(0, 255, 3) + rng.uniform(-8, 8, 3) * (x[..., None] + y[..., None])
+    return np.clip(base + rng.normal(0, 20, (H, W, 3)), 0, 255).astype(np.uint8)
+
+
+def make_original(
+    root: Path, n: int, seed: int = 0, latents: bool = True, digits: int | None = None
+):
+    """An original-layout 3DIdent folder: raw_latents.npy, latents.npy, images/<i>.png."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    raw = rng.uniform(-1, 1, (n, 10))
+    np.save(root / "raw_latents.npy", raw)
+    scene = None
+    if latents:
+        scene = rng.normal(size=(n, 10))
+        np.save(root / "latents.npy", scene)
+    d = store.index_digits(n) if digits is None else digits
+    images = np.stack([_image(rng) for _ in range(n)])
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(root / "images" / f"{i:0{d}d}.png")
+    return raw, scene, images
+
+
+def make_causal(split_dir: Path, counts: dict[int, int], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    split_dir.mkdir(parents=True)
+    out = {}
+    for c, n in counts.items():
+        raw = rng.uniform(-1, 1, (n, 10))
+        np.save(split_dir / f"raw_latents_{c}.npy", raw)
+        (split_dir / f"images_{c}").mkdir()
+        images = np.stack([_image(rng) for _ in range(n)])
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(split_dir / f"images_{c}" / f"{i}.png")  # no padding
+        out[c] = (raw, images)
+    return out
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+def _read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def test_index_digits() -> None:
+    cases = {1: 1, 2: 1, 10: 1, 11: 2, 100: 2, 101: 3, 1000: 3, 1001: 4, 25_000: 5, 250_000: 6}
+    assert {n: store.index_digits(n) for n in cases} == cases
+
+
+def test_convert_export_roundtrip_pixel_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst, back = tmp_path / "orig", tmp_path / "store", tmp_path / "back"
+    raw, scene, images = make_original(src, 23)
+    code, out, _ = _cli(["convert", str(src), str(dst), "--shard-size", "10", "-j", "1"], capsys)
+    assert code == 0 and "23 images in 3 shards" in out
+    ds = store.open_dataset(dst)
+    assert (len(ds), ds.height, ds.width, ds.kind) == (23, H, W, "images")
+    np.testing.assert_array_equal(ds.read_slice(0, 23).images, images)
+    np.testing.assert_array_equal(ds.raw_latents(), raw.astype(np.float32))
+    np.testing.assert_array_equal(ds.scene_latents(), scene.astype(np.float32))
+    assert ds.manifest["config"]["scene_latents"] == "latents.npy"
+    assert ds.manifest["config"]["source"]["layout"] == "3dident"
+    assert ds.manifest["factor_table"] and len(ds.manifest["factor_table"]) == 10
+    assert store.verify_dataset(dst).ok
+    code, _, _ = _cli(["export", str(dst), str(back), "-j", "1"], capsys)
+    assert code == 0
+    assert sorted(p.name for p in back.iterdir()) == ["images", "latents.npy", "raw_latents.npy"]
+    assert sorted(p.name for p in (back / "images").iterdir()) == sorted(
+        p.name for p in (src / "images").iterdir()
+    )
+    for i in range(23):
+        name = f"{i:02d}.png"
+        np.testing.assert_array_equal(_read_png(back / "images" / name), images[i])
+    np.testing.assert_array_equal(np.load(back / "raw_latents.npy"), raw.astype(np.float32))
+    np.testing.assert_array_equal(np.load(back / "latents.npy"), scene.astype(np.float32))
+    # the export converts back to the same store content
+    again = tmp_path / "again"
+    store.convert_original(back, again, workers=1, shard_size=7, progress=False)
+    np.testing.assert_array_equal(store.open_dataset(again).read_slice(0, 23).images, images)
+
+
+def test_convert_parallel_lz4_and_computed_scene(tmp_path: Path) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    raw, _, images = make_original(src, 40, latents=False, digits=6)  # over-padded names
+    store.convert_original(src, dst, workers=2, compression="lz4", shard_size=16, progress=False)
+    ds = store.open_dataset(dst)
+    assert ds.manifest["compression"] == "lz4"
+    np.testing.assert_array_equal(ds.read_slice(0, 40).images, images)
+    how = ds.manifest["config"]["scene_latents"]
+    assert how["computed_from_raw"] is True and how["mapping"]["kind"] == "box"
+    scene = ds.scene_latents()
+    np.testing.assert_allclose(scene[:, :3], raw[:, :3] * 3.0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(scene[:, 3:], raw[:, 3:] * np.pi / 2, rtol=1e-6, atol=1e-6)
+
+
+def test_causal3dident_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "causal"
+    train = make_causal(root / "trainset", {0: 5, 2: 12, 6: 3})
+    make_causal(root / "testset", {0: 2}, seed=1)
+    dst = tmp_path / "store"
+    code, _, err = _cli(["convert", str(root), str(dst), "-j", "1"], capsys)
+    assert code == 2 and "--split" in err and not dst.exists()
+    code, _, _ = _cli(["convert", str(root), str(dst), "-j", "1", "--split", "train"], capsys)
+    assert code == 0
+    ds = store.open_dataset(dst)
+    assert len(ds) == 20 and ds.class_names == list(store.CAUSAL3DIDENT_CLASSES)
+    np.testing.assert_array_equal(ds.classes(), [0] * 5 + [2] * 12 + [6] * 3)
+    np.testing.assert_array_equal(ds.read(5).images, train[2][1][0])
+    assert ds.read(19).cls == 6 and ds.class_names[6] == "Head"
+    # the split folder itself works too
+    store.convert_original(root / "testset", tmp_path / "test", workers=1, progress=False)
+    assert len(store.open_dataset(tmp_path / "test")) == 2
+    back = tmp_path / "back"
+    store.export_original(dst, back, workers=1, progress=False)
+    assert sorted(p.name for p in back.iterdir()) == [
+        "images_0", "images_2", "images_6", "latents_0.npy", "latents_2.npy", "latents_6.npy",
+        "raw_latents_0.npy", "raw_latents_2.npy", "raw_latents_6.npy",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (back / "images_2").iterdir())[:2] == ["00.png", "01.png"]
+    for c, (raw, images) in train.items():
+        np.testing.assert_array_equal(
+            np.load(back / f"raw_latents_{c}.npy"), raw.astype(np.float32)
+        )
+        d = store.index_digits(len(images))
+        for i, img in enumerate(images):
+            np.testing.assert_array_equal(_read_png(back / f"images_{c}" / f"{i:0{d}d}.png"), img)
+
+
+def test_export_pairs_two_views(tmp_path: Path) -> None:
+    root = tmp_path / "pairs"
+    rng = np.random.default_rng(0)
+    n = 12
+    images = rng.integers(0, 256, (n, 2, H, W, 3), dtype=np.uint8)
+    raw = rng.uniform(-1, 1, (n, 2, 10)).astype(np.float32)
+    scene = rng.normal(size=(n, 2, 10)).astype(np.float32)
+    m = store.create_dataset(root, "pairs", n, 5, H, W, 10, {})
+    for k in range(m["num_shards"]):
+        a, c = store.shard_range(m, k)
+        with store.ShardWriter(root, k, a, c, "pairs", H, W, 10) as w:
+            w.write_batch(0, images[a : a + c], raw[a : a + c], scene[a : a + c])
+    out = tmp_path / "out"
+    store.export_original(root, out, workers=2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["pairs.json", "view0", "view1"]
+    assert json.loads((out / "pairs.json").read_text())["n"] == n
+    for v in (0, 1):
+        np.testing.assert_array_equal(np.load(out / f"view{v}" / "raw_latents.npy"), raw[:, v])
+        for i in range(n):
+            got = _read_png(out / f"view{v}" / "images" / f"{i:02d}.png")
+            np.testing.assert_array_equal(got, images[i, v])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", "not a readable PNG"),
+        ("not_png", "not a PNG"),
+        ("missing_image", "holds 7 PNG images but raw_latents.npy has 8"),
+        ("latents_rows", "latents.npy has shape (7, 10)"),
+        ("no_raw", "neither a 3DIdent folder"),
+        ("bad_npy", "not a readable .npy"),
+        ("grey", "is a L PNG"),
+        ("size", "pixels; the others are"),
+    ],
+)
+def test_convert_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 8)
+    img = src / "images" / "5.png"
+    if damage == "truncate":
+        img.write_bytes(img.read_bytes()[:60])
+    elif damage == "not_png":
+        Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(img, format="BMP")
+    elif damage == "missing_image":
+        img.unlink()
+    elif damage == "latents_rows":
+        np.save(src / "latents.npy", np.zeros((7, 10)))
+    elif damage == "no_raw":
+        (src / "raw_latents.npy").unlink()
+    elif damage == "bad_npy":
+        (src / "raw_latents.npy").write_bytes(b"garbage")
+    elif damage == "grey":
+        Image.fromarray(np.zeros((H, W), np.uint8)).save(img)
+    elif damage == "size":
+        Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(img)
+    code, _, err = _cli(["convert", str(src), str(dst), "-j", "1", "--shard-size", "3"], capsys)
+    assert code == 2, err
+    assert err.startswith("error:") and err.count("\n") == 1 and message in err, err
+    assert not dst.exists()  # nothing left behind
+
+
+def test_convert_refuses_existing_dst_and_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 6)
+    assert _cli(["convert", str(src), str(dst), "-j", "1"], capsys)[0] == 0
+    code, _, err = _cli(["convert", str(src), str(dst), "-j", "1"], capsys)
+    assert code == 2 and "already holds a dataset" in err
+    code, _, _ = _cli(
+        ["convert", str(src), str(dst), "-j", "1", "--overwrite", "--shard-size", "4"], capsys
+    )
+    assert code == 0 and store.open_dataset(dst).num_shards == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = _cli(["convert", str(src), str(other), "-j", "1"], capsys)
+    assert code == 2 and "not empty" in err and (other / "notes.txt").exists()
+    # a failing --overwrite convert leaves no complete-looking dataset behind
+    (src / "images" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    code, _, _ = _cli(["convert", str(src), str(dst), "-j", "1", "--overwrite"], capsys)
+    assert code == 2 and not (dst / "manifest.json").exists() and not list(dst.glob("*.h5"))
+
+
+def test_convert_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 9)
+    calls = {"n": 0}
+    real = store.sha256_file
+
+    def fill_up(path: object) -> str:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second shard hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(store, "sha256_file", fill_up)
+    with pytest.raises(DataError, match="disk full"):
+        store.convert_original(src, dst, workers=1, shard_size=4, progress=False)
+    assert not dst.exists()
+
+
+def test_export_refuses_and_incomplete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 5)
+    store.convert_original(src, dst, workers=1, progress=False)
+    out = tmp_path / "out"
+    assert _cli(["export", str(dst), str(out), "-j", "1"], capsys)[0] == 0
+    code, _, err = _cli(["export", str(dst), str(out), "-j", "1"], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert _cli(["export", str(dst), str(out), "-j", "1", "--overwrite"], capsys)[0] == 0
+    (out / "mine.txt").write_text("x")
+    code, _, err = _cli(["export", str(dst), str(out), "-j", "1", "--overwrite"], capsys)
+    assert code == 2 and "mine.txt" in err and (out / "raw_latents.npy").exists()
+    m = json.loads((dst / "manifest.json").read_text())
+    m["shards"] = []
+    (dst / "manifest.json").write_text(json.dumps(m))
+    code, _, err = _cli(["export", str(dst), str(tmp_path / "o2"), "-j", "1"], capsys)
+    assert code == 2 and "incomplete" in err and not (tmp_path / "o2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders
+
+
+def test_export_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 5)
+    store.convert_original(src, dst, workers=1, progress=False)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(DataError, match="disk full"):
+        store.export_original(dst, tmp_path / "out", workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orig", "store"]

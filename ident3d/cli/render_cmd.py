@@ -1,0 +1,247 @@
+"""``ident3d render`` and ``ident3d traverse``: thin click layers over :mod:`ident3d.render`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ident3d.cli.options import build_latent_model, latent_model_options, pop_latent_options
+from ident3d.errors import UsageError
+
+COMPRESSIONS = ("none", "lz4", "gzip")
+
+
+@click.command("render")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Dataset directory (created; shards + manifest.json).",
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of samples (pairs or images). Default 1000; with --latents, the file's rows.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--preset", default="3dident", show_default=True, help="Scene preset (name or .toml)."
+)
+@click.option("--mode", default=None, help="Latent mode (3dident: box, periodic, clean).")
+@click.option(
+    "--quality",
+    default=None,
+    help="Quality preset: reference (the original settings), balanced, fast. "
+    "Default: the preset's render.quality.",
+)
+@click.option(
+    "--resolution",
+    type=int,
+    default=None,
+    help="Image side in pixels (default: the preset's, 224).",
+)
+@click.option(
+    "--pairs/--singles",
+    default=True,
+    show_default=True,
+    help="Render exact pairs (z, z~) or i.i.d. single images.",
+)
+@latent_model_options
+@click.option(
+    "--latents",
+    "latents_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Render these raw latents (.npy, (N, 10) or (N, 2, 10) pairs) instead of sampling.",
+)
+@click.option(
+    "--object",
+    "objects",
+    multiple=True,
+    help="Object class: teapot, suzanne, torus, cube, cylinder, sphere, cone or a mesh file "
+    "(.obj/.ply/.stl/.glb). Repeat for a multi-class dataset. Default: the preset's.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="Threads per worker (cores / W)."
+)
+@click.option("--shard", "shard_spec", default=None, help="Render only shard group I of N: I/N.")
+@click.option(
+    "--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+    help="Samples per shard file.",
+)  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue a killed run; skip committed shards.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --out.")
+@click.option("--gpu", is_flag=True, help="Render on a GPU (OptiX, else CUDA); fails without one.")
+@click.option(
+    "--compression",
+    type=click.Choice(COMPRESSIONS),
+    default=None,
+    help="Image compression in the shards (default: the store's).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--renderer",
+    type=click.Choice(["blender", "mock"]),
+    default="blender",
+    hidden=True,
+    help="'mock': a numpy stand-in for pipeline tests.",
+)
+def render(
+    out: Path,
+    n: int | None,
+    seed: int,
+    preset: str,
+    mode: str | None,
+    quality: str | None,
+    resolution: int | None,
+    pairs: bool,
+    latents_file: Path | None,
+    objects: tuple[str, ...],
+    workers: int | None,
+    threads: int | None,
+    shard_spec: str | None,
+    shard_size: int,
+    resume: bool,
+    overwrite: bool,
+    gpu: bool,
+    compression: str | None,
+    quiet: bool,
+    renderer: str,
+    **kwargs: Any,
+) -> None:
+    """Render a dataset of exact image pairs (default) or single images.
+
+    Example: ident3d render --out data/train --n 250000 --quality balanced --workers 2
+    """
+    from ident3d import render as R
+    from ident3d import store
+    from ident3d.scenes import load_preset
+
+    values = pop_latent_options(kwargs)
+    if renderer == "blender":
+        R.require_bpy()
+    p = load_preset(preset)
+    mode = mode or p.data["latents"]["default_mode"]
+    mapping = p.mapping(mode)
+    quality = quality or p.data["render"]["quality"]
+    p.quality(quality)  # validates the name
+    resolution = R.check_resolution(
+        resolution if resolution is not None else p.data["render"]["resolution"]
+    )
+    objs = R.check_objects(list(objects) or p.object_classes)
+    shard = R.parse_shard(shard_spec)
+    model = None
+    latents = None
+    source = None
+    if latents_file is not None:
+        latents, file_pairs = R.load_latents_file(latents_file, mapping.raw_dim)
+        if n is not None and n != len(latents):
+            raise UsageError(f"--n {n} disagrees with {latents_file}, which holds {len(latents)}.")
+        if not pairs and file_pairs:
+            latents = latents[:, 0]
+        elif pairs and not file_pairs:
+            src = click.get_current_context().get_parameter_source("pairs")
+            if src == click.core.ParameterSource.COMMANDLINE:
+                raise UsageError(f"{latents_file} holds single latents (N, {mapping.raw_dim}).")
+            pairs = False
+        n = len(latents)
+        source = {"path": str(latents_file.resolve()), "sha256": store.sha256_file(latents_file)}
+    else:
+        n = 1000 if n is None else n
+        model = build_latent_model(mapping.default_space(), values)
+        if pairs and model.conditional is None:
+            raise UsageError("--conditional none gives no pairs; add --singles.")
+    job = R.RenderJob(
+        preset=p,
+        mode=mode,
+        quality=quality,
+        resolution=resolution,
+        objects=objs,
+        pairs=pairs,
+        n=n,
+        seed=seed,
+        model=model,
+        latents=latents,
+        latents_source=source,
+        renderer=renderer,
+        gpu=gpu,
+    )
+    w = workers if workers is not None else R.default_workers()
+    summary = R.render_dataset(
+        job,
+        out,
+        workers=w,
+        threads=threads,
+        shard=shard,
+        resume=resume,
+        overwrite=overwrite,
+        compression=compression or store.DEFAULT_COMPRESSION,
+        shard_size=shard_size,
+        progress=not quiet,
+    )
+    click.echo(summary.line())
+
+
+@click.command("traverse")
+@click.option("--preset", default="3dident", show_default=True, help="Scene preset.")
+@click.option("--mode", default=None, help="Latent mode (default: the preset's).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output figure (.png).",
+)
+@click.option("--steps", type=click.IntRange(2, 32), default=7, show_default=True)
+@click.option("--resolution", type=int, default=96, show_default=True)
+@click.option("--quality", default="fast", show_default=True)
+@click.option("--object", "obj", default=None, help="Object shape or mesh (default: preset's).")
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--renderer", type=click.Choice(["blender", "mock"]), default="blender", hidden=True)
+def traverse(
+    preset: str,
+    mode: str | None,
+    out: Path,
+    steps: int,
+    resolution: int,
+    quality: str,
+    obj: str | None,
+    workers: int | None,
+    seed: int,
+    renderer: str,
+) -> None:
+    """Render a latent traversal grid: one column per factor, each row a step along it."""
+    from ident3d import render as R
+    from ident3d.latents import FACTOR_NAMES
+    from ident3d.scenes import load_preset
+
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out must be a .png file, got {out}.")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise UsageError(f"output folder does not exist: {out.parent}")
+    if renderer == "blender":
+        R.require_bpy()
+    p = load_preset(preset)
+    mode = mode or p.data["latents"]["default_mode"]
+    p.quality(quality)
+    grid, values = R.traversal_latents(p.mapping(mode), steps, seed)
+    flat = grid.reshape(-1, grid.shape[-1])
+    images = R.render_scene_latents(
+        p,
+        mode,
+        flat,
+        quality=quality,
+        resolution=resolution,
+        objects=[obj or p.object_classes[0]],
+        workers=workers if workers is not None else R.default_workers(),
+        seed=seed,
+        renderer=renderer,
+    )
+    images = images.reshape(steps, grid.shape[1], resolution, resolution, 3)
+    R.traversal_figure(images, values, FACTOR_NAMES, out)
+    click.echo(f"wrote {out} ({steps} steps x {grid.shape[1]} factors, mode {mode})")

@@ -1,0 +1,286 @@
+"""``ident3d train``: train a contrastive encoder on synthetic data or a stored dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ident3d.errors import UsageError
+
+_ENCODER_HELP = "mlp (synthetic default) or a torchvision model name (default resnet18)."
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
+    if value is None:
+        return
+    if section is None:
+        d[key] = value
+    else:
+        d.setdefault(section, {})[key] = value
+
+
+@click.command("train")
+@click.option(
+    "--data",
+    "data",
+    default=None,
+    help="'synthetic' (default) or a dataset directory written by ident3d render.",
+)
+@click.option(
+    "--loss",
+    "loss",
+    default=None,
+    type=click.Choice(["infonce", "aninfonce", "ensemble"]),
+    help="Contrastive loss (default infonce; ensemble members come from --config).",
+)
+@click.option("--steps", type=int, default=None, help="Optimisation steps (default 30000).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Pairs per step (default: 6144 synthetic InfoNCE, 1000 AnInfoNCE, 512 images).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of every random draw (default 0).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory (config.json, metrics.jsonl, checkpoints/).",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file with the same sections as config.json; flags override it.",
+)
+# model
+@click.option("--encoder", default=None, help=_ENCODER_HELP)
+@click.option(
+    "--hidden",
+    default=None,
+    help="MLP hidden widths, comma-separated (default 10n,50n,50n,50n,50n,10n).",
+)
+@click.option(
+    "--constraint",
+    type=click.Choice(["none", "box", "sphere"]),
+    default=None,
+    help="Output constraint (default: sphere synthetic, none images).",
+)
+@click.option("--radius", type=float, default=None, help="Sphere radius (default 1).")
+@click.option("--learn-radius", is_flag=True, default=None, help="Learn the sphere radius.")
+@click.option("--box-bound", type=float, default=None, help="Box constraint bound (default 1).")
+# loss
+@click.option(
+    "--similarity",
+    type=click.Choice(["lp", "dot", "cosine"]),
+    default=None,
+    help="InfoNCE similarity (default: dot synthetic, lp images).",
+)
+@click.option(
+    "--p", "p", type=float, default=None, help="p of the lp similarity -||a-b||_p^p (default 2)."
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=None,
+    help="InfoNCE temperature (default: 0.05 synthetic = 1/kappa, 1.0 images).",
+)
+@click.option(
+    "--negatives",
+    type=click.Choice(["both", "cross"]),
+    default=None,
+    help="Negatives from both views (default, 2B-2) or the other view only (B-1).",
+)
+@click.option(
+    "--symmetric/--no-symmetric", default=None, help="Use both views as anchors (default yes)."
+)
+@click.option(
+    "--hard-negative-beta",
+    type=float,
+    default=None,
+    help="Hard-negative concentration beta (default 0 = plain InfoNCE).",
+)
+@click.option("--lr", type=float, default=None, help="Encoder Adam learning rate (default 1e-4).")
+@click.option(
+    "--lambda-lr", type=float, default=None, help="AnInfoNCE lambda Adam lr (default 1e-3)."
+)
+# synthetic data
+@click.option("--n", "n", type=int, default=None, help="Synthetic latent dimension (default 10).")
+@click.option(
+    "--space",
+    type=click.Choice(["box", "sphere", "extended_sphere", "unbounded"]),
+    default=None,
+    help="Synthetic latent space (default sphere; AnInfoNCE extended_sphere).",
+)
+@click.option(
+    "--marginal",
+    type=click.Choice(["uniform", "normal", "laplace"]),
+    default=None,
+    help="Synthetic marginal (default uniform).",
+)
+@click.option(
+    "--conditional",
+    type=click.Choice(["normal", "laplace", "gennormal", "vmf", "anisotropic"]),
+    default=None,
+    help="Synthetic conditional (default vmf; AnInfoNCE anisotropic).",
+)
+@click.option("--sigma", type=float, default=None, help="Conditional scale (default 0.05).")
+@click.option("--kappa", type=float, default=None, help="vMF concentration (default 20 = 1/0.05).")
+@click.option(
+    "--gennorm-p", type=float, default=None, help="Generalised normal shape p (default 2)."
+)
+@click.option(
+    "--lambdas",
+    default=None,
+    help="Anisotropic precisions: bimodal, linspace (default) or comma-separated numbers.",
+)
+@click.option("--dims", default=None, help="Latent dims the conditional changes (default all).")
+@click.option("--ext-tol", type=float, default=None, help="Extended-sphere shell (default 0.1).")
+@click.option("--mixing-depth", type=int, default=None, help="Mixing MLP layers (default 3).")
+@click.option("--mixing-seed", type=int, default=None, help="Mixing MLP seed (default 0).")
+# dataset
+@click.option(
+    "--pairs",
+    type=click.Choice(["auto", "exact", "knn"]),
+    default=None,
+    help="Pairs of a dataset: exact rendered pairs or kNN pairs of i.i.d. renders (default auto).",
+)
+@click.option(
+    "--knn-k", type=int, default=None, help="kNN pairs: neighbours to choose from (default 1)."
+)
+@click.option(
+    "--eval-data", default=None, help="Dataset for periodic evaluation (default: the training set)."
+)
+# loop
+@click.option(
+    "--checkpoint-every", type=int, default=None, help="Steps between checkpoints (default 1000)."
+)
+@click.option(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="Steps between evaluations (default 1000, 0 = off).",
+)
+@click.option(
+    "--eval-samples", type=int, default=None, help="Held-out samples per evaluation (default 4096)."
+)
+@click.option(
+    "--log-every", type=int, default=None, help="Steps between metrics flushes (default 50)."
+)
+@click.option(
+    "--device", default=None, help="auto (default: CUDA if present), cpu, cuda, cuda:1 ..."
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="bf16 autocast (default auto = on for CUDA).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="torch.compile the encoder (default off).",
+)
+@click.option(
+    "--channels-last/--no-channels-last", default=None, help="channels_last images (default on)."
+)
+@click.option("--num-workers", type=int, default=None, help="Data loader workers (default 2).")
+@click.option(
+    "--threads", type=int, default=None, help="torch CPU threads (default 0 = torch's choice)."
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal)."
+)
+def train(**o: Any) -> None:
+    """Train a contrastive encoder (InfoNCE family or AnInfoNCE) and write a run directory.
+
+    Examples: `ident3d train --data synthetic --loss aninfonce --steps 30000 --out runs/an`;
+    `ident3d train --data renders/pairs --steps 30000 --out runs/img`.
+    """
+    from ident3d import train as tr
+
+    user: dict[str, Any] = tr.load_toml(o["config_file"]) if o["config_file"] else {}
+    for key in ("steps", "batch_size", "seed"):
+        _put(user, None, key, o[key])
+    data = o["data"]
+    if data is not None:
+        if data == "synthetic":
+            user.setdefault("data", {})["kind"] = "synthetic"
+        else:
+            user.setdefault("data", {}).update(kind="dataset", path=data)
+    _put(user, "loss", "name", o["loss"])
+    if o["encoder"] is not None:
+        if o["encoder"] == "mlp":
+            _put(user, "model", "kind", "mlp")
+        else:
+            user.setdefault("model", {}).update(kind="torchvision", backbone=o["encoder"])
+    if o["hidden"] is not None:
+        _put(user, "model", "hidden", [int(v) for v in _floats(o["hidden"], "--hidden")])
+    for flag, key in (
+        ("constraint", "constraint"),
+        ("radius", "radius"),
+        ("learn_radius", "learn_radius"),
+        ("box_bound", "bound"),
+    ):
+        _put(user, "model", key, o[flag])
+    for flag in ("similarity", "p", "temperature", "negatives", "symmetric", "hard_negative_beta"):
+        _put(user, "loss", flag, o[flag])
+    _put(user, "optim", "lr", o["lr"])
+    _put(user, "optim", "lambda_lr", o["lambda_lr"])
+    for flag in (
+        "n",
+        "space",
+        "marginal",
+        "conditional",
+        "sigma",
+        "kappa",
+        "ext_tol",
+        "mixing_depth",
+        "mixing_seed",
+    ):
+        _put(user, "data", flag, o[flag])
+    _put(user, "data", "p", o["gennorm_p"])
+    if o["lambdas"] is not None:
+        lam = o["lambdas"].strip().lower()
+        _put(
+            user,
+            "data",
+            "lambdas",
+            lam if lam in ("bimodal", "linspace") else _floats(lam, "--lambdas"),
+        )
+    if o["dims"] is not None:
+        _put(user, "data", "dims", [int(v) for v in _floats(o["dims"], "--dims")])
+    for flag, key in (("pairs", "pairs"), ("knn_k", "knn_k"), ("eval_data", "eval_path")):
+        _put(user, "data", key, o[flag])
+    for flag in (
+        "checkpoint_every",
+        "eval_every",
+        "eval_samples",
+        "log_every",
+        "device",
+        "num_workers",
+        "threads",
+        "channels_last",
+    ):
+        _put(user, "loop", flag, o[flag])
+    if o["amp"] is not None:
+        _put(user, "loop", "amp", {"auto": "auto", "on": True, "off": False}[o["amp"]])
+    _put(user, "loop", "compile", o["compile_"])
+
+    if o["resume"]:
+        config = {"steps": o["steps"]} if o["steps"] is not None else {}
+    else:
+        config = tr.resolve_config(user)
+    tr.train(config, o["out"], resume=o["resume"], progress=o["progress"], echo=click.echo)

@@ -1,0 +1,304 @@
+"""Contrastive losses: InfoNCE (Lp, dot, cosine / NT-Xent), AnInfoNCE, hard negatives, ensembles.
+
+Every loss takes the encodings of the two views, ``h1`` and ``h2`` (``(B, n)``; row ``i`` of
+both is a positive pair) and returns the mean loss over its anchors. Negatives come from the
+batch:
+
+- ``negatives="both"`` (SimCLR / NT-Xent form, the default): the anchor ``h1[i]`` is contrasted
+  with all ``2B - 2`` other encodings of both views except itself and its positive, so
+  ``M = 2B - 2`` negatives; identical-sample pairs (an encoding with itself) are masked out.
+- ``negatives="cross"``: only the other view, ``M = B - 1`` negatives.
+
+``symmetric=True`` (default) uses both views as anchors and averages. Logits are
+``similarity / temperature``; the loss of one anchor is
+``-log(exp(s+) / (exp(s+) + sum_j exp(s_j)))`` (cross-entropy over the candidates).
+
+Hard-negative mining (``hard_negative_beta = beta > 0``, Robinson et al. 2021) replaces the sum
+over negatives by ``M * sum_j w_j exp(s_j)`` with importance weights
+``w_j = softmax_j(beta * s_j)``: negatives that look like the anchor count more; ``beta = 0`` is
+plain InfoNCE.
+
+Every loss reports ``n_negatives(B)`` so the harness can log the mutual-information lower bound
+``log(M + 1) - L`` next to the loss (see :func:`mi_lower_bound`).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ident3d.errors import UsageError
+
+SIMILARITIES = ("lp", "dot", "cosine")
+NEGATIVES = ("both", "cross")
+LOSSES = ("infonce", "aninfonce", "ensemble")
+
+
+def mi_lower_bound(loss: float, n_negatives: int) -> float:
+    """The InfoNCE mutual-information lower bound ``log(M + 1) - L`` for ``M`` negatives."""
+    return math.log(n_negatives + 1) - loss
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``||a_i - b_j||^2`` for all pairs through one matmul (clamped at 0)."""
+    d = (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2.0 * (a @ b.T)
+    return d.clamp_min(0.0)
+
+
+def pairwise_similarity(
+    a: torch.Tensor, b: torch.Tensor, kind: str, p: float = 2.0
+) -> torch.Tensor:
+    """The ``(len(a), len(b))`` similarity matrix: ``-||a - b||_p^p`` (``lp``), ``a . b``
+    (``dot``) or the cosine of the angle (``cosine``)."""
+    if kind == "lp":
+        if p == 2:
+            return -squared_distances(a, b)
+        return -torch.cdist(a, b, p=p).pow(p)
+    if kind == "dot":
+        return a @ b.T
+    if kind == "cosine":
+        a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return a @ b.T
+    raise UsageError(f"unknown similarity {kind!r}; choose one of {', '.join(SIMILARITIES)}")
+
+
+def _anchor_loss(logits: torch.Tensor, pos: torch.Tensor, beta: float) -> torch.Tensor:
+    """Mean over rows of the InfoNCE loss; ``logits`` rows hold the candidates (masked ones
+    are ``-inf``), ``pos`` the column of each row's positive."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    s_pos = logits[rows, pos]
+    if beta == 0.0:
+        return (torch.logsumexp(logits, dim=1) - s_pos).mean()
+    neg = logits.clone()
+    neg[rows, pos] = -math.inf
+    m = torch.isfinite(neg).sum(dim=1).to(logits.dtype)
+    neg_term = (
+        torch.log(m) + torch.logsumexp((1.0 + beta) * neg, 1) - torch.logsumexp(beta * neg, 1)
+    )
+    return (torch.logsumexp(torch.stack([s_pos, neg_term], 1), 1) - s_pos).mean()
+
+
+def contrastive_loss(
+    h1: torch.Tensor,
+    h2: torch.Tensor,
+    sim: Any,
+    negatives: str = "both",
+    symmetric: bool = True,
+    beta: float = 0.0,
+) -> torch.Tensor:
+    """InfoNCE for a pairwise similarity function ``sim(a, b) -> (len(a), len(b))`` (already
+    divided by any temperature). See the module docstring for the options."""
+    b = h1.shape[0]
+    dev = h1.device
+    idx = torch.arange(b, device=dev)
+    if negatives == "both":
+        h = torch.cat([h1, h2])
+        s = sim(h, h)
+        eye = torch.eye(2 * b, dtype=torch.bool, device=dev)
+        s = s.masked_fill(eye, -math.inf)
+        if symmetric:
+            return _anchor_loss(s, torch.cat([idx + b, idx]), beta)
+        return _anchor_loss(s[:b], idx + b, beta)
+    if negatives == "cross":
+        s = sim(h1, h2)
+        loss = _anchor_loss(s, idx, beta)
+        if symmetric:
+            loss = 0.5 * (loss + _anchor_loss(s.T, idx, beta))
+        return loss
+    raise UsageError(f"unknown negatives mode {negatives!r}; choose one of {', '.join(NEGATIVES)}")
+
+
+def _check_common(negatives: str, beta: float) -> None:
+    if negatives not in NEGATIVES:
+        raise UsageError(
+            f"unknown negatives mode {negatives!r}; choose one of {', '.join(NEGATIVES)}"
+        )
+    if beta < 0:
+        raise UsageError(f"the hard-negative concentration beta must be >= 0, got {beta}")
+
+
+class ContrastiveLoss(nn.Module, abc.ABC):
+    """Base class: ``forward(h1, h2) -> scalar``, ``n_negatives(B)``, ``spec()``."""
+
+    negatives: str = "both"
+
+    def n_negatives(self, batch: int) -> int:
+        return 2 * batch - 2 if self.negatives == "both" else batch - 1
+
+    def lambdas(self) -> torch.Tensor | None:
+        return None
+
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """The JSON-ready spec that :func:`build_loss` turns back into this loss."""
+
+
+class InfoNCE(ContrastiveLoss):
+    """InfoNCE with similarity ``lp`` (``-||a - b||_p^p``, p = 1, 2, 3, ...), ``dot`` or
+    ``cosine`` (with ``negatives='both'`` and ``symmetric=True``: SimCLR's NT-Xent), divided
+    by ``temperature``."""
+
+    def __init__(
+        self,
+        similarity: str = "lp",
+        p: float = 2.0,
+        temperature: float = 1.0,
+        negatives: str = "both",
+        symmetric: bool = True,
+        hard_negative_beta: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if similarity not in SIMILARITIES:
+            raise UsageError(
+                f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}"
+            )
+        if temperature <= 0:
+            raise UsageError(f"temperature must be positive, got {temperature}")
+        if similarity == "lp" and p <= 0:
+            raise UsageError(f"p must be positive, got {p}")
+        _check_common(negatives, hard_negative_beta)
+        self.similarity, self.p, self.temperature = similarity, float(p), float(temperature)
+        self.negatives, self.symmetric = negatives, bool(symmetric)
+        self.beta = float(hard_negative_beta)
+
+    def sim(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return pairwise_similarity(a, b, self.similarity, self.p) / self.temperature
+
+    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        return contrastive_loss(
+            h1.float(), h2.float(), self.sim, self.negatives, self.symmetric, self.beta
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": "infonce",
+            "similarity": self.similarity,
+            "p": self.p,
+            "temperature": self.temperature,
+            "negatives": self.negatives,
+            "symmetric": self.symmetric,
+            "hard_negative_beta": self.beta,
+        }
+
+
+class AnInfoNCE(ContrastiveLoss):
+    """Anisotropic InfoNCE: similarity ``-1/2 (a - b)^T diag(lambda) (a - b)`` with
+    ``lambda = softplus(theta)`` learned (its own optimiser, see the harness); no temperature.
+    ``theta`` starts at ``theta_init_std * randn(n)`` drawn from ``generator``."""
+
+    def __init__(
+        self,
+        n: int,
+        theta_init_std: float = 0.1,
+        negatives: str = "both",
+        symmetric: bool = True,
+        hard_negative_beta: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        _check_common(negatives, hard_negative_beta)
+        if n < 1:
+            raise UsageError(f"AnInfoNCE needs a positive latent dimension, got {n}")
+        self.n, self.theta_init_std = int(n), float(theta_init_std)
+        self.negatives, self.symmetric = negatives, bool(symmetric)
+        self.beta = float(hard_negative_beta)
+        self.theta = nn.Parameter(theta_init_std * torch.randn(n, generator=generator))
+
+    def lambdas(self) -> torch.Tensor:
+        return nn.functional.softplus(self.theta)
+
+    def sim(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        w = self.lambdas().sqrt()
+        return -0.5 * squared_distances(a * w, b * w)
+
+    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        return contrastive_loss(
+            h1.float(), h2.float(), self.sim, self.negatives, self.symmetric, self.beta
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": "aninfonce",
+            "n": self.n,
+            "theta_init_std": self.theta_init_std,
+            "negatives": self.negatives,
+            "symmetric": self.symmetric,
+            "hard_negative_beta": self.beta,
+        }
+
+
+class EnsembleLoss(ContrastiveLoss):
+    """A weighted sum ``sum_k w_k L_k`` of several losses on the same pair of views. Its
+    ``n_negatives`` is the members' smallest, and the harness reports the MI bound of the
+    weight-normalised loss ``sum_k w_k L_k / sum_k w_k``."""
+
+    def __init__(self, members: list[ContrastiveLoss], weights: list[float]) -> None:
+        super().__init__()
+        if not members or len(members) != len(weights):
+            raise UsageError("a loss ensemble needs one weight per member and at least one member")
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise UsageError(f"ensemble weights must be >= 0 with a positive sum, got {weights}")
+        self.members = nn.ModuleList(members)
+        self.weights = [float(w) for w in weights]
+
+    def n_negatives(self, batch: int) -> int:
+        return min(m.n_negatives(batch) for m in self.members)
+
+    def lambdas(self) -> torch.Tensor | None:
+        for m in self.members:
+            lam = m.lambdas()
+            if lam is not None:
+                return lam
+        return None
+
+    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        total = h1.new_zeros((), dtype=torch.float32)
+        for w, m in zip(self.weights, self.members, strict=True):
+            total = total + w * m(h1, h2)
+        return total
+
+    def normalised(self, loss: float) -> float:
+        return loss / sum(self.weights)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": "ensemble",
+            "members": [
+                {"weight": w, "loss": m.spec()}
+                for w, m in zip(self.weights, self.members, strict=True)
+            ],
+        }
+
+
+def build_loss(spec: dict[str, Any], generator: torch.Generator | None = None) -> ContrastiveLoss:
+    """Build a loss from its JSON-ready spec (as stored in a run's ``config.json``)."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name == "infonce":
+        spec.pop("lambda_lr", None)
+        return InfoNCE(**_only(spec, InfoNCE))
+    if name == "aninfonce":
+        spec.pop("lambda_lr", None)
+        return AnInfoNCE(generator=generator, **_only(spec, AnInfoNCE))
+    if name == "ensemble":
+        members = spec.get("members") or []
+        return EnsembleLoss(
+            [build_loss(m["loss"], generator) for m in members],
+            [float(m.get("weight", 1.0)) for m in members],
+        )
+    raise UsageError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+
+
+def _only(spec: dict[str, Any], cls: type) -> dict[str, Any]:
+    import inspect
+
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "generator"}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise UsageError(f"unknown option(s) for loss {cls.__name__}: {', '.join(unknown)}")
+    return spec

@@ -552,9 +552,13 @@ class ShardWriter:
             raise RuntimeError("ShardWriter is not open: use it as a context manager.")
 
     def _accumulate(self, images: np.ndarray) -> None:
+        # Exact integer sums in float64 (< 2**53 for any shard), via BLAS matrix-vector
+        # products: numpy reductions over an axis of length 3 are ~10x slower.
         flat = images.reshape(-1, 3).astype(np.float64)
-        self._sum += flat.sum(axis=0)
-        self._sumsq += np.einsum("ij,ij->j", flat, flat)
+        ones = np.ones(flat.shape[0])
+        self._sum += ones @ flat
+        flat *= flat
+        self._sumsq += ones @ flat
 
     def _check_latents(self, raw: np.ndarray, scene: np.ndarray, lo: int, hi: int) -> None:
         if not (np.isfinite(raw).all() and np.isfinite(scene).all()):
@@ -753,19 +757,49 @@ class ShardInfo:
 
 
 class _OpenShard:
-    __slots__ = ("cls", "file", "images", "raw", "scene")
+    """One shard opened for reading in this process: images stay on disk, latents in memory.
+
+    Uncompressed images are read with ``read_direct_chunk`` straight into a fresh array (one
+    chunk is one sample), which skips HDF5's selection machinery and chunk cache (about 2.5x
+    faster than ``dataset[j]``); compressed ones go through h5py with the filter pipeline.
+    """
+
+    __slots__ = ("cls", "direct", "file", "images", "raw", "sample_shape", "scene", "zeros")
 
     def __init__(self, path: Path, has_class: bool) -> None:
         import h5py
 
         try:
-            self.file = h5py.File(path, "r")
+            self.file = h5py.File(path, "r", rdcc_nbytes=0)
             self.images = self.file["images"]
             self.raw = self.file["latents_raw"][()]
             self.scene = self.file["latents"][()]
             self.cls = self.file["class"][()] if has_class else None
+            plist = self.images.id.get_create_plist()
+            self.direct = (
+                plist.get_layout() == h5py.h5d.CHUNKED
+                and plist.get_nfilters() == 0
+                and self.images.chunks == (1, *self.images.shape[1:])
+                and self.images.dtype == np.uint8
+            )
         except (OSError, KeyError) as exc:
             raise DataError(f"cannot read shard {path}: {exc}; run `ident3d verify`.") from None
+        self.sample_shape = self.images.shape[1:]
+        self.zeros = (0,) * len(self.sample_shape)
+
+    def read_into(self, j: int, out: np.ndarray) -> None:
+        """Images of local sample ``j`` into ``out`` (C-contiguous, sample-shaped uint8)."""
+        if self.direct:
+            self.images.id.read_direct_chunk((j, *self.zeros), out=out.reshape(-1))
+        else:
+            out[...] = self.images[j]
+
+    def read(self, j: int) -> np.ndarray:
+        if self.direct:
+            out = np.empty(self.sample_shape, np.uint8)
+            self.images.id.read_direct_chunk((j, *self.zeros), out=out.reshape(-1))
+            return out
+        return self.images[j]
 
 
 class Dataset:
@@ -885,7 +919,7 @@ class Dataset:
         k, j = divmod(i, self.shard_size)
         sh = self._shard(k)
         return Sample(
-            sh.images[j],
+            sh.read(j),
             sh.raw[j].copy(),
             sh.scene[j].copy(),
             int(sh.cls[j]) if sh.cls is not None else None,
@@ -895,7 +929,7 @@ class Dataset:
         """Only the images of sample ``i``."""
         i = self._index(i)
         k, j = divmod(i, self.shard_size)
-        return self._shard(k).images[j]
+        return self._shard(k).read(j)
 
     def read_slice(self, a: int, b: int) -> Sample:
         """Samples ``a .. b-1`` batched on axis 0 (contiguous reads, one per shard touched)."""
@@ -912,7 +946,11 @@ class Dataset:
             j1 = min(j0 + (b - i), shard_range(self.manifest, k)[1])
             sh = self._shard(k)
             lo, hi = i - a, i - a + (j1 - j0)
-            sh.images.read_direct(images, np.s_[j0:j1], np.s_[lo:hi])
+            if sh.direct:
+                for j in range(j0, j1):
+                    sh.read_into(j, images[lo + j - j0])
+            else:
+                sh.images.read_direct(images, np.s_[j0:j1], np.s_[lo:hi])
             raw[lo:hi] = sh.raw[j0:j1]
             scene[lo:hi] = sh.scene[j0:j1]
             if cls is not None:

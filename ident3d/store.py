@@ -931,12 +931,22 @@ class Dataset:
         k, j = divmod(i, self.shard_size)
         return self._shard(k).read(j)
 
-    def read_slice(self, a: int, b: int) -> Sample:
-        """Samples ``a .. b-1`` batched on axis 0 (contiguous reads, one per shard touched)."""
+    def read_slice(self, a: int, b: int, out: np.ndarray | None = None) -> Sample:
+        """Samples ``a .. b-1`` batched on axis 0 (contiguous reads, one per shard touched).
+
+        ``out``: an optional C-contiguous uint8 array of shape ``(b - a, *image_shape)`` that
+        receives the images (reusing one buffer avoids page faults on fresh large arrays).
+        """
         a, b = int(a), int(b)
         if not 0 <= a <= b <= self.n:
             raise IndexError(f"slice {a}:{b} out of range for a dataset of {self.n}")
-        images = np.empty((b - a, *self.image_shape), np.uint8)
+        shape = (b - a, *self.image_shape)
+        if out is None:
+            images = np.empty(shape, np.uint8)
+        else:
+            if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+                raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+            images = out
         raw = np.empty((b - a, *_latent_shape(self.kind, self.raw_dim)), np.float32)
         scene = np.empty((b - a, *_latent_shape(self.kind, SCENE_DIM)), np.float32)
         cls = np.empty(b - a, np.int64) if self.has_class else None

@@ -331,3 +331,15 @@ def test_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "blender 5.0.1" in out and "on disk" in out and "mean / std" in out
     code, _, err = _cli(["info", str(tmp_path)], capsys)
     assert code == 2 and "no manifest.json" in err
+
+
+def test_read_slice_into_buffer(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    images, _, _ = _make(root, n=25, shard_size=10, compression="gzip")
+    ds = store.open_dataset(root)
+    buf = np.zeros((12, H, W, 3), np.uint8)
+    got = ds.read_slice(8, 20, out=buf)
+    assert got.images is buf
+    np.testing.assert_array_equal(buf, images[8:20])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ds.read_slice(8, 19, out=buf)

@@ -55,11 +55,13 @@ Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`read_ma
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -397,11 +399,17 @@ def create_dataset(
     return manifest
 
 
-def commit_shard(root: str | os.PathLike[str], entry: dict[str, Any]) -> dict[str, Any]:
-    """Record a complete shard (already renamed to its final name) in the manifest.
+def commit_shard(
+    root: str | os.PathLike[str],
+    entry: dict[str, Any],
+    tmp_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Record a complete shard in the manifest (under the manifest lock); return the manifest.
 
-    Runs under the manifest lock; replaces an earlier entry of the same index. Returns the
-    updated manifest.
+    With ``tmp_path``, the finished temporary file is renamed to ``entry["file"]`` inside the
+    same locked section, so two writers racing on one shard index cannot leave a manifest
+    entry that describes the other writer's file. Without it, the file must already be in
+    place. An earlier entry of the same index is replaced.
     """
     root = Path(root)
     with manifest_lock(root):
@@ -413,13 +421,23 @@ def commit_shard(root: str | os.PathLike[str], entry: dict[str, Any]) -> dict[st
                 f"shard {index} must hold samples {start}..{start + count - 1}, "
                 f"not {entry['start']}..{int(entry['start']) + int(entry['count']) - 1}."
             )
-        if not (root / entry["file"]).is_file():
-            raise DataError(f"cannot commit shard {index}: {root / entry['file']} does not exist.")
+        final = root / entry["file"]
+        if tmp_path is not None:
+            os.replace(tmp_path, final)
+            _fsync_path(root, directory=True)
+        elif not final.is_file():
+            raise DataError(f"cannot commit shard {index}: {final} does not exist.")
         shards = [s for s in manifest["shards"] if int(s["index"]) != index]
         shards.append(dict(entry))
         shards.sort(key=lambda s: int(s["index"]))
         manifest["shards"] = shards
-        _write_manifest(root, manifest)
+        try:
+            _write_manifest(root, manifest)
+        except BaseException:
+            if tmp_path is not None:  # renamed but not committed: it must not look complete
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
+            raise
     return manifest
 
 
@@ -688,8 +706,20 @@ class ShardWriter:
             _fsync_path(self.tmp_path)
             digest = sha256_file(self.tmp_path)
             size = os.path.getsize(self.tmp_path)
-            os.replace(self.tmp_path, self.path)
-            _fsync_path(self.root, directory=True)
+            pixels = self.count * (2 if self.kind == "pairs" else 1) * self.height * self.width
+            entry = {
+                "index": self.index,
+                "file": self.file_name,
+                "start": self.start,
+                "count": self.count,
+                "sha256": digest,
+                "bytes": size,
+                "pixels": pixels,
+                "channel_sum": [int(v) for v in np.rint(self._sum)],
+                "channel_sumsq": [int(v) for v in np.rint(self._sumsq)],
+                "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            }
+            commit_shard(self.root, entry, tmp_path=self.tmp_path)
         except BaseException as exc:
             self._abort()
             if _is_enospc(exc):
@@ -698,28 +728,8 @@ class ShardWriter:
                 ) from exc
             raise
         self._closed = True
-        pixels = self.count * (2 if self.kind == "pairs" else 1) * self.height * self.width
-        self.entry = {
-            "index": self.index,
-            "file": self.file_name,
-            "start": self.start,
-            "count": self.count,
-            "sha256": digest,
-            "bytes": size,
-            "pixels": pixels,
-            "channel_sum": [int(v) for v in np.rint(self._sum)],
-            "channel_sumsq": [int(v) for v in np.rint(self._sumsq)],
-            "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
-        try:
-            commit_shard(self.root, self.entry)
-        except BaseException:
-            # A shard that is not in the manifest does not count; remove it so nothing stale
-            # sits under its final name.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            raise
-        return self.entry
+        self.entry = entry
+        return entry
 
 
 # ----------------------------------------------------------------------------- reader
@@ -1478,6 +1488,22 @@ def _worker_pool(
     return mp.get_context("spawn").Pool(workers, initializer, initargs)
 
 
+def _bounded_map(
+    pool: Any, fn: Callable[[Any], Any], jobs: Sequence[Any], window: int
+) -> Iterator[Any]:
+    """``pool.imap`` in order, but with at most ``window`` jobs in flight, so decoded images
+    never pile up in memory when writing is slower than decoding."""
+    pending: collections.deque[Any] = collections.deque()
+    it = iter(jobs)
+    for job in itertools.islice(it, window):
+        pending.append(pool.apply_async(fn, (job,)))
+    while pending:
+        result = pending.popleft().get()
+        for job in itertools.islice(it, 1):
+            pending.append(pool.apply_async(fn, (job,)))
+        yield result
+
+
 def _prepare_dst(dst: Path, overwrite: bool) -> bool:
     """Check DST for convert; returns whether DST was created here."""
     if dst.exists() and not dst.is_dir():
@@ -1582,7 +1608,7 @@ def convert_original(
                 for k, a, b in tasks]  # fmt: skip
         if workers > 1 and len(jobs) > 1:
             pool = _worker_pool(min(workers, len(jobs)))
-            results: Iterator[np.ndarray] = pool.imap(_decode_batch, jobs, chunksize=1)
+            results: Iterator[np.ndarray] = _bounded_map(pool, _decode_batch, jobs, 4 * workers)
         else:
             results = map(_decode_batch, jobs)
         from tqdm import tqdm

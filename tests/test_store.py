@@ -277,10 +277,11 @@ def test_verify_good_and_flipped_byte(tmp_path: Path, capsys: pytest.CaptureFixt
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF  # inside the image data
     target.write_bytes(bytes(data))
-    code, _, err = _cli(["verify", str(root)], capsys)
+    code, out, _ = _cli(["verify", str(root)], capsys)
     assert code == 1
-    assert "BAD shard-00001.h5: SHA-256 checksum mismatch" in err
-    assert "shard-00000.h5" not in err and "shard-00002.h5" not in err
+    assert "BAD shard-00001.h5: SHA-256 checksum mismatch" in out
+    assert "shard-00000.h5" not in out and "shard-00002.h5" not in out
+    assert "FAILED: 2 of 3 shards good" in out
     # --quick skips checksums: a flipped pixel byte passes the structural checks
     code, out, _ = _cli(["verify", "--quick", str(root)], capsys)
     assert code == 0 and "--quick" in out
@@ -312,13 +313,13 @@ def test_verify_findings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "latents holds NaN/inf in 1 samples (first 23)" in text
     assert report.missing == [3] and "INCOMPLETE: 1 of 4" in text
     assert "shard-00003.h5 is not in the manifest" in text and "temporary file" in text
-    code, _, err = _cli(["verify", "--quick", str(root)], capsys)
-    assert code == 1 and "shard-00001.h5" in err
+    code, out, _ = _cli(["verify", "--quick", str(root)], capsys)
+    assert code == 1 and "shard-00001.h5" in out
     code, _, err = _cli(["verify", str(tmp_path / "nothing")], capsys)
     assert code == 2 and err.startswith("error:") and err.count("\n") == 1
     (root / "manifest.json").write_text("{not json")
-    code, _, err = _cli(["verify", str(root)], capsys)
-    assert code == 1 and "BAD manifest" in err
+    code, out, _ = _cli(["verify", str(root)], capsys)
+    assert code == 1 and "BAD manifest" in out
 
 
 def test_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -175,6 +175,14 @@ def shard_range(manifest: dict[str, Any], index: int) -> tuple[int, int]:
     return start, min(n, start + size) - start
 
 
+def _h5py() -> Any:
+    """``h5py`` with the ``hdf5plugin`` filters registered (needed to read lz4 shards)."""
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5)
+
+    return h5py
+
+
 def _compression_kwargs(name: str) -> dict[str, Any]:
     if name == "none":
         return {}
@@ -777,7 +785,7 @@ class _OpenShard:
     __slots__ = ("cls", "direct", "file", "images", "raw", "sample_shape", "scene", "zeros")
 
     def __init__(self, path: Path, has_class: bool) -> None:
-        import h5py
+        h5py = _h5py()
 
         try:
             self.file = h5py.File(path, "r", rdcc_nbytes=0)
@@ -1073,7 +1081,7 @@ def _check_shard(
     root: Path, manifest: dict[str, Any], entry: dict[str, Any], quick: bool
 ) -> list[str]:
     """Problems with one listed shard (empty list when it is good)."""
-    import h5py
+    h5py = _h5py()
 
     found: list[str] = []
     path = root / entry["file"]

@@ -344,3 +344,19 @@ def test_read_slice_into_buffer(tmp_path: Path) -> None:
     np.testing.assert_array_equal(buf, images[8:20])
     with pytest.raises(ValueError, match="C-contiguous"):
         ds.read_slice(8, 19, out=buf)
+
+
+def test_lz4_readable_in_a_fresh_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "ds"
+    images, _, _ = _make(root, n=12, shard_size=5, compression="lz4")
+    np.save(tmp_path / "expected.npy", images[7])
+    code = (
+        "import sys, numpy as np; from ident3d import store; "
+        f"ds = store.open_dataset({str(root)!r}); "
+        f"assert (ds.read(7).images == np.load({str(tmp_path / 'expected.npy')!r})).all(); "
+        f"assert store.verify_dataset({str(root)!r}).ok"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -293,3 +293,14 @@ def test_export_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(DataError, match="disk full"):
         store.export_original(dst, tmp_path / "out", workers=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["orig", "store"]
+
+
+@pytest.mark.parametrize("n, names", [(1, ["0.png"]), (10, [f"{i}.png" for i in range(10)])])
+def test_export_padding_edge_cases(tmp_path: Path, n: int, names: list[str]) -> None:
+    src, dst, back = tmp_path / "orig", tmp_path / "store", tmp_path / "back"
+    _, _, images = make_original(src, n)
+    store.convert_original(src, dst, workers=1, progress=False)
+    store.export_original(dst, back, workers=1, progress=False)
+    assert sorted(p.name for p in (back / "images").iterdir()) == sorted(names)
+    for i, name in enumerate(names):
+        np.testing.assert_array_equal(_read_png(back / "images" / name), images[i])

@@ -1449,9 +1449,11 @@ def _decode_png(path: str) -> np.ndarray:
 
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            if head != _PNG_MAGIC:
+            head = fh.read(26)
+            if head[:8] != _PNG_MAGIC:
                 raise DataError(f"{path} is not a PNG file.")
+            if len(head) == 26 and head[12:16] == b"IHDR" and head[24] != 8:
+                raise DataError(f"{path} has {head[24]} bits per channel; expected 8-bit RGB.")
             fh.seek(0)
             with Image.open(fh) as im:
                 im.load()

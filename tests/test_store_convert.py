@@ -190,6 +190,7 @@ def test_export_pairs_two_views(tmp_path: Path) -> None:
         ("bad_npy", "not a readable .npy"),
         ("grey", "is a L PNG"),
         ("size", "pixels; the others are"),
+        ("16bit", "16 bits per channel"),
     ],
 )
 def test_convert_bad_input(
@@ -214,6 +215,8 @@ def test_convert_bad_input(
         Image.fromarray(np.zeros((H, W), np.uint8)).save(img)
     elif damage == "size":
         Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(img)
+    elif damage == "16bit":
+        Image.fromarray(np.full((H, W), 300, np.uint16)).save(img)
     code, _, err = _cli(["convert", str(src), str(dst), "-j", "1", "--shard-size", "3"], capsys)
     assert code == 2, err
     assert err.startswith("error:") and err.count("\n") == 1 and message in err, err

@@ -971,3 +971,38 @@ def hsv_to_rgb(h: np.ndarray, s: float, v: float, mode: str = "colorsys") -> np.
         axis=0,
     )
     return np.take_along_axis(table, i[None, ..., None].repeat(3, -1), axis=0)[0]
+
+
+def latent_model_from_options(
+    *,
+    space: Space,
+    marginal: str = "uniform",
+    marginal_scale: float = 1.0,
+    conditional: str = "normal",
+    sigma: float = 0.1,
+    p: float = 2.0,
+    kappa: float = 10.0,
+    lambdas: str | Sequence[float] | None = None,
+    ext_tol: float | None = None,
+    dims: str | Sequence[int | str] | None = None,
+) -> LatentModel:
+    """Build a :class:`LatentModel` from command-line style option values."""
+    if marginal == "uniform":
+        marg: Uniform | Normal | Laplace = Uniform()
+    elif marginal == "normal":
+        marg = Normal(marginal_scale)
+    elif marginal == "laplace":
+        marg = Laplace(marginal_scale)
+    else:
+        raise UsageError(f"unknown marginal {marginal!r} (uniform, normal, laplace)")
+    cond = make_conditional(
+        conditional,
+        dim=space.dim,
+        sigma=sigma,
+        p=p,
+        kappa=kappa,
+        lambdas=lambdas,
+        ext_tol=ext_tol,
+        dims=dims,
+    )
+    return LatentModel(space=space, marginal=marg, conditional=cond)

@@ -1,0 +1,97 @@
+"""The CLI frame: help, version, one-line errors with exit status 2, and `ident3d latents`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ident3d import __version__
+from ident3d.cli import main
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_help_and_version(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "latents" in out
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and __version__ in out
+
+
+def test_help_does_not_import_torch_or_bpy():
+    code = (
+        "import sys; from ident3d.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+    )
+    code += "print('torch' in sys.modules, 'bpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False False")
+
+
+def test_latents_writes_correct_samples(tmp_path, capsys):
+    out = tmp_path / "z.npz"
+    args = ["latents", "--n", "20000", "--conditional", "normal", "--sigma", "0.1"]
+    code, text, _ = run([*args, "--seed", "3", "--out", str(out)], capsys)
+    assert code == 0 and "pair distance" in text and "hue_background" in text
+    with np.load(out) as f:
+        z, zt, scene = f["z"], f["z_tilde"], f["z_scene"]
+        cfg = json.loads(str(f["config"]))
+    assert z.shape == zt.shape == (20000, 10) and scene.shape == (20000, 2, 10)
+    assert z.min() >= -1 and z.max() <= 1 and zt.min() >= -1 and zt.max() <= 1
+    assert abs(z.std() - 1 / np.sqrt(3)) < 0.01  # uniform on [-1, 1]
+    assert 0.085 < np.std(zt - z) < 0.1  # sigma 0.1, slightly shrunk by truncation
+    np.testing.assert_allclose(scene[:, 0, :3], z[:, :3] * 3)
+    assert cfg["seed"] == 3 and cfg["latent_model"]["conditional"]["sigma"] == 0.1
+    # same seed, same file content
+    out2 = tmp_path / "z2.npz"
+    run([*args, "--seed", "3", "--out", str(out2)], capsys)
+    with np.load(out2) as f:
+        assert np.array_equal(f["z"], z)
+
+
+def test_latents_singles_sphere_and_subset(tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    code, _, _ = run(["latents", "--n", "100", "--conditional", "none", "--out", str(out)], capsys)
+    assert code == 0
+    with np.load(out) as f:
+        assert "z_tilde" not in f and f["z"].shape == (100, 10)
+    code, _, _ = run(
+        ["latents", "--n", "50", "--space", "sphere", "--conditional", "vmf", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0
+    with np.load(out) as f:
+        np.testing.assert_allclose(np.linalg.norm(f["z_tilde"], axis=1), 1, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--n", "0"], "--n"),
+        (["--sigma", "-1"], "--sigma"),
+        (["--conditional", "vmf"], "sphere"),
+        (["--dims", "pos_q"], "unknown factor"),
+        (["--preset", "nope"], "unknown preset"),
+        (["--mode", "zigzag"], "unknown latent mode"),
+        (["--lambdas", "1,2", "--conditional", "anisotropic"], "lambdas"),
+    ],
+)
+def test_latents_bad_input_is_one_line_exit_2(tmp_path, capsys, args, msg):
+    out = tmp_path / "z.npz"
+    code, _, err = run(["latents", "--n", "10", *args, "--out", str(out)], capsys)
+    assert code == 2
+    assert err.startswith("error:") and msg in err and err.count("\n") == 1
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_latents_missing_output_folder(tmp_path, capsys):
+    code, _, err = run(["latents", "--out", str(tmp_path / "nope" / "z.npz")], capsys)
+    assert code == 2 and "does not exist" in err

@@ -22,13 +22,15 @@ Protocols (section 3 of the reference facts):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import rankdata
+from scipy.stats import rankdata, spearmanr
 
 from ident3d.errors import DataError, UsageError
 
@@ -39,6 +41,8 @@ KERNEL_ALPHAS: tuple[float, ...] = (1.0, 0.1, 0.01, 0.001)
 KERNEL_GAMMAS: tuple[float, ...] = tuple(float(g) for g in np.logspace(-2, 2, 4))
 #: Samples the Causal3DIdent protocol fits kernel ridge on.
 KERNEL_FIT_SAMPLES = 10_240
+#: Kernel problems up to this many fit samples run on one CPU thread.
+SMALL_KERNEL_PROBLEM = 2048
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,14 +309,351 @@ def mcc(
     )
 
 
+# --------------------------------------------------------------------------------------------
+# kernel ridge R^2 (Causal3DIdent protocol)
+
+
+def kfold_slices(n: int, folds: int) -> list[tuple[int, int]]:
+    """Held-out ``(start, stop)`` of each fold, exactly as ``sklearn.model_selection.KFold``
+    without shuffling: contiguous blocks, the first ``n % folds`` one sample larger."""
+    sizes = [n // folds + (1 if k < n % folds else 0) for k in range(folds)]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [(int(bounds[k]), int(bounds[k + 1])) for k in range(folds)]
+
+
+def _standardise_like(fit: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Standardise with the fit part's mean and (population) std, as ``StandardScaler``;
+    zero-variance columns keep scale 1."""
+    mean = fit.mean(0)
+    std = fit.std(0, correction=0)
+    std = torch.where(std < 10 * torch.finfo(fit.dtype).eps * mean.abs().clamp_min(1.0), 1.0, std)
+    return [(x - mean) / std for x in (fit, *others)]
+
+
+def _rbf(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``exp(-gamma * ||x_i - y_j||^2)``, squared distances as scikit-learn computes them
+    (``|x|^2 + |y|^2 - 2 x.y``, clipped at 0)."""
+    d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
+    return torch.exp(d.clamp_min_(0.0).mul_(-gamma))
+
+
+def _ridge_solve(k: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Dual coefficients ``(K + alpha I)^-1 y`` for all columns of ``y`` at once.
+
+    Cholesky; if round-off keeps ``K + alpha I`` from being positive definite, LU and then
+    least squares (scikit-learn falls back the same way). ``alpha`` is added to ``k``'s
+    diagonal in place and removed again afterwards (no copy of the matrix).
+    """
+    diag = k.diagonal()
+    diag.add_(alpha)
+    try:
+        chol, info = torch.linalg.cholesky_ex(k)
+        if int(info) == 0:
+            return torch.cholesky_solve(y, chol)
+        del chol
+        try:
+            return torch.linalg.solve(k, y)
+        except RuntimeError:  # exactly singular
+            return torch.linalg.lstsq(k.cpu(), y.cpu(), driver="gelsd").solution.to(y.device)
+    finally:
+        diag.sub_(alpha)
+
+
+def _predict_chunks(
+    x_new: torch.Tensor, x_fit: torch.Tensor, coef: torch.Tensor, gamma: float, chunk: int = 4096
+) -> torch.Tensor:
+    return torch.cat(
+        [_rbf(x_new[i : i + chunk], x_fit, gamma) @ coef for i in range(0, x_new.shape[0], chunk)]
+    )
+
+
+@contextmanager
+def _threads_for(n: int, device: torch.device) -> Iterator[None]:
+    """One CPU thread for small kernel problems: they gain nothing from two, and two spinning
+    OpenMP threads on a loaded machine made them ~50x slower here."""
+    before = torch.get_num_threads()
+    small = device.type == "cpu" and n <= SMALL_KERNEL_PROBLEM
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(before)
+
+
+def kernel_r2(
+    h: ArrayLike,
+    z: ArrayLike,
+    n_fit: int = KERNEL_FIT_SAMPLES,
+    n_score: int | None = None,
+    alphas: tuple[float, ...] = KERNEL_ALPHAS,
+    gammas: tuple[float, ...] = KERNEL_GAMMAS,
+    folds: int = 3,
+    device: str | torch.device | None = None,
+    return_predictions: bool = False,
+) -> R2Result:
+    """Nonlinear R^2 by RBF kernel ridge regression, the Causal3DIdent protocol.
+
+    The first ``n_fit`` samples (10,240 by default) fit; the next ``n_score`` (all remaining by
+    default) score. Encodings and each factor are standardised with the fit part's mean and
+    std. Per factor, a ``folds``-fold grid search over ``alphas`` x ``gammas`` (mean held-out
+    R^2 over folds) selects (alpha, gamma), the model is refitted on all ``n_fit`` samples and
+    its R^2 on the scored samples is reported (in standardised units, which leaves R^2
+    unchanged).
+
+    This computes what ``GridSearchCV(KernelRidge(kernel="rbf"), {"alpha": alphas, "gamma":
+    gammas}, cv=3).fit(h_fit, z_fit[:, i])`` followed by ``r2_score`` computes, factor by factor,
+    but organised so that nothing is computed twice:
+
+    - per (gamma, fold) one training kernel and one held-out kernel, and per (gamma, fold,
+      alpha) one Cholesky factorisation, solved for *all factors at once* (scikit-learn
+      rebuilds kernels and refactorises for every factor: ``d_z`` times the work);
+    - the refit factorises once per distinct selected (alpha, gamma), for all the factors that
+      selected it;
+    - float64 torch throughout (the GPU when ``device`` is one).
+
+    Where it differs from scikit-learn: folds are KFold's contiguous blocks without shuffling
+    (identical); ties in the mean CV score go to the first candidate in ``ParameterGrid``
+    order, alpha outer and gamma inner (identical); scores differ only by floating-point
+    round-off in the linear algebra (a different BLAS/LAPACK, Cholesky + triangular solves
+    instead of ``scipy.linalg.solve(assume_a="pos")``), which can flip the choice between two
+    candidates whose CV scores agree to round-off, with no visible change in the score.
+    """
+    ht, zt = _pair(h, z, device)
+    n = ht.shape[0]
+    if n_fit < 2 * folds or n - n_fit < 2:
+        raise UsageError(
+            f"too few samples for kernel ridge: {n} samples, {n_fit} to fit (at least "
+            f"{2 * folds} for {folds}-fold CV) and at least 2 more to score."
+        )
+    stop = n if n_score is None else min(n, n_fit + n_score)
+    if stop - n_fit < 2:
+        raise UsageError(f"n_score must be at least 2, got {n_score}.")
+    with _threads_for(n_fit, ht.device):
+        return _kernel_r2(ht[:stop], zt[:stop], n_fit, alphas, gammas, folds, return_predictions)
+
+
+def _kernel_r2(
+    ht: torch.Tensor,
+    zt: torch.Tensor,
+    n_fit: int,
+    alphas: tuple[float, ...],
+    gammas: tuple[float, ...],
+    folds: int,
+    return_predictions: bool,
+) -> R2Result:
+    stop = ht.shape[0]
+    x_fit, x_score = _standardise_like(ht[:n_fit], ht[n_fit:stop])
+    y_fit, y_score = _standardise_like(zt[:n_fit], zt[n_fit:stop])
+    d_z = y_fit.shape[1]
+
+    # cv[gi, ai, fold, factor]: held-out R^2 of candidate (alpha, gamma) on that fold.
+    cv = torch.empty(len(gammas), len(alphas), folds, d_z, dtype=torch.float64)
+    for gi, gamma in enumerate(gammas):
+        for f, (a, b) in enumerate(kfold_slices(n_fit, folds)):
+            train = torch.cat([x_fit[:a], x_fit[b:]])
+            y_train = torch.cat([y_fit[:a], y_fit[b:]])
+            k_train = _rbf(train, train, gamma)
+            k_held = _rbf(x_fit[a:b], train, gamma)
+            for ai, alpha in enumerate(alphas):
+                coef = _ridge_solve(k_train, y_train, alpha)
+                cv[gi, ai, f] = r2_scores(y_fit[a:b], k_held @ coef).cpu()
+            del k_train, k_held
+    mean_cv = cv.mean(2)  # (gamma, alpha, factor)
+    # ParameterGrid order: alpha outer, gamma inner; argmax returns the first maximum.
+    grid = mean_cv.permute(1, 0, 2).reshape(len(alphas) * len(gammas), d_z)
+    best = grid.argmax(0).tolist()
+    best_alpha = [alphas[i // len(gammas)] for i in best]
+    best_gamma = [gammas[i % len(gammas)] for i in best]
+
+    pred = torch.empty_like(y_score)
+    for gamma in sorted(set(best_gamma)):
+        k_fit = _rbf(x_fit, x_fit, gamma)
+        for alpha in sorted({a for a, g in zip(best_alpha, best_gamma, strict=True) if g == gamma}):
+            cols = [i for i in range(d_z) if best_gamma[i] == gamma and best_alpha[i] == alpha]
+            coef = _ridge_solve(k_fit, y_fit[:, cols], alpha)
+            pred[:, cols] = _predict_chunks(x_score, x_fit, coef, gamma)
+        del k_fit
+    r2 = r2_scores(y_score, pred).cpu().numpy()
+    z_std = zt[:n_fit].std(0, correction=0)
+    z_mean = zt[:n_fit].mean(0)
+    return R2Result(
+        mean=float(r2.mean()),
+        per_factor=[float(v) for v in r2],
+        protocol="kernel-ridge-rbf-gridsearch",
+        n_fit=n_fit,
+        n_score=stop - n_fit,
+        in_sample=False,
+        params={
+            "alpha": best_alpha,
+            "gamma": best_gamma,
+            "alphas": list(alphas),
+            "gammas": list(gammas),
+            "folds": folds,
+            "cv_mean_r2": grid.T.tolist(),
+        },
+        predictions=(pred * torch.where(z_std > 0, z_std, 1.0) + z_mean).cpu().numpy()
+        if return_predictions
+        else None,
+        targets=zt[n_fit:stop].cpu().numpy() if return_predictions else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# block identifiability and AnInfoNCE's lambdas
+
+
+@dataclass
+class BlockR2Result:
+    """R^2 of predicting each named group of factors (mean over the group's factors)."""
+
+    method: str
+    blocks: dict[str, dict[str, Any]]
+    encoding_dims: list[int] | None
+    protocol: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def block_r2(
+    h: ArrayLike,
+    z: ArrayLike,
+    blocks: Mapping[str, Sequence[int]],
+    method: str = "linear",
+    encoding_dims: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> BlockR2Result:
+    """Block identifiability: how well each group of factors is predicted from the encoding.
+
+    ``blocks`` maps a name to factor columns (e.g. ``{"content": [0, 1, 2], "style": [3,
+    4]}``). ``encoding_dims`` restricts the encoding to some of its dimensions (e.g. the content
+    part of a representation, expected to predict content well and style badly). ``method`` is
+    ``"linear"`` (:func:`linear_r2`) or ``"kernel"`` (:func:`kernel_r2`); ``kwargs`` go to it.
+    A block's score is the mean R^2 of its factors (scikit-learn's ``uniform_average``).
+    """
+    if method not in ("linear", "kernel"):
+        raise UsageError(f"unknown block method {method!r} (use 'linear' or 'kernel').")
+    ht, zt = _pair(h, z, kwargs.get("device"))
+    d_h, d_z = ht.shape[1], zt.shape[1]
+    if not blocks:
+        raise UsageError("no factor blocks given.")
+    for name, cols in blocks.items():
+        if not cols or any(not 0 <= int(c) < d_z for c in cols):
+            raise UsageError(
+                f"block {name!r} must list factor columns in 0..{d_z - 1}, got {cols}."
+            )
+    if encoding_dims is not None:
+        if not encoding_dims or any(not 0 <= int(c) < d_h for c in encoding_dims):
+            raise UsageError(f"encoding_dims must lie in 0..{d_h - 1}, got {list(encoding_dims)}.")
+        ht = ht[:, [int(c) for c in encoding_dims]]
+    used = sorted({int(c) for cols in blocks.values() for c in cols})
+    fn = linear_r2 if method == "linear" else kernel_r2
+    res = fn(ht, zt[:, used], **kwargs)
+    per = dict(zip(used, res.per_factor, strict=True))
+    out = {
+        name: {
+            "factors": [int(c) for c in cols],
+            "r2": float(np.mean([per[int(c)] for c in cols])),
+            "per_factor": [per[int(c)] for c in cols],
+        }
+        for name, cols in blocks.items()
+    }
+    return BlockR2Result(
+        method=method,
+        blocks=out,
+        encoding_dims=None if encoding_dims is None else [int(c) for c in encoding_dims],
+        protocol=res.protocol,
+    )
+
+
+@dataclass
+class LambdaResult:
+    """AnInfoNCE's learned per-dimension precisions against the true Lambda.
+
+    ``learned_matched[i]`` is the learned lambda of the encoding dimension matched to factor
+    ``i`` (by ``matching``, e.g. from :func:`mcc`); ``relative_error`` is
+    ``|learned_matched - true| / true``. The ``sorted_*`` fields compare both sorted (how the
+    papers report it; with as many encoding dimensions as factors this does not depend on the
+    matching). ``rank_correlation`` is the Spearman correlation of matched learned against
+    true (1.0 when the order is recovered; None when either side is constant).
+    """
+
+    true: list[float]
+    learned: list[float]
+    matching: list[int]
+    learned_matched: list[float]
+    relative_error: list[float]
+    mean_relative_error: float
+    max_relative_error: float
+    sorted_true: list[float]
+    sorted_learned: list[float]
+    sorted_relative_error: list[float]
+    mean_sorted_relative_error: float
+    rank_correlation: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_lambdas(
+    learned: ArrayLike, true: ArrayLike, matching: Sequence[int] | None = None
+) -> LambdaResult:
+    """Compare learned lambdas (one per encoding dimension) with the true Lambda (one per
+    factor), through ``matching[i]`` = encoding dimension of factor ``i`` (identity when
+    ``None``; unmatched ``-1`` entries are not allowed here)."""
+    lam = as_float64(learned, "learned lambdas").reshape(-1).cpu().numpy()
+    tru = as_float64(true, "true Lambda").reshape(-1).cpu().numpy()
+    if np.any(tru <= 0):
+        raise DataError("the true Lambda must be positive.")
+    if matching is None:
+        if lam.size != tru.size:
+            raise DataError(f"{lam.size} learned lambdas for {tru.size} factors: give a matching.")
+        matching = list(range(tru.size))
+    match = [int(m) for m in matching]
+    if len(match) != tru.size or any(not 0 <= m < lam.size for m in match):
+        raise DataError(
+            f"the matching must give one encoding dimension in 0..{lam.size - 1} per factor."
+        )
+    matched = lam[match]
+    rel = np.abs(matched - tru) / tru
+    s_true, s_lam = np.sort(tru), np.sort(matched)
+    s_rel = np.abs(s_lam - s_true) / s_true
+    if np.ptp(tru) > 0 and np.ptp(matched) > 0:
+        rho: float | None = float(spearmanr(matched, tru)[0])
+    else:
+        rho = None
+    return LambdaResult(
+        true=tru.tolist(),
+        learned=lam.tolist(),
+        matching=match,
+        learned_matched=matched.tolist(),
+        relative_error=rel.tolist(),
+        mean_relative_error=float(rel.mean()),
+        max_relative_error=float(rel.max()),
+        sorted_true=s_true.tolist(),
+        sorted_learned=s_lam.tolist(),
+        sorted_relative_error=s_rel.tolist(),
+        mean_sorted_relative_error=float(s_rel.mean()),
+        rank_correlation=rho,
+    )
+
+
 __all__ = [
     "KERNEL_ALPHAS",
     "KERNEL_FIT_SAMPLES",
     "KERNEL_GAMMAS",
+    "BlockR2Result",
+    "LambdaResult",
     "MCCResult",
     "R2Result",
     "as_float64",
+    "block_r2",
+    "compare_lambdas",
     "correlation_matrix",
+    "kernel_r2",
+    "kfold_slices",
     "linear_r2",
     "mcc",
     "r2_scores",

@@ -12,7 +12,30 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
 from ident3d.errors import DataError, UsageError
-from ident3d.metrics import linear_r2, mcc
+from ident3d.metrics import (
+    KERNEL_ALPHAS,
+    KERNEL_GAMMAS,
+    _ridge_solve,
+    block_r2,
+    compare_lambdas,
+    kernel_r2,
+    kfold_slices,
+    linear_r2,
+    mcc,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small problems: one BLAS/OpenMP thread each for torch and scikit-learn. On a loaded
+    machine two spinning OpenMP threads make these tiny solves 50x slower."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
 
 
 def _rotation(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -182,3 +205,127 @@ def test_mcc_known_answers_and_shapes():
     assert d["per_factor"][1] is None and d["matching"] == [1, -1, 0]
     with pytest.raises(UsageError, match="unknown correlation"):
         mcc(z, z, method="kendall")
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel ridge
+
+
+def _sk_kernel(h, z, n_fit):
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.preprocessing import StandardScaler
+
+    sx, sy = StandardScaler().fit(h[:n_fit]), StandardScaler().fit(z[:n_fit])
+    x, xs = sx.transform(h[:n_fit]), sx.transform(h[n_fit:])
+    y, ys = sy.transform(z[:n_fit]), sy.transform(z[n_fit:])
+    grid = {"alpha": list(KERNEL_ALPHAS), "gamma": list(KERNEL_GAMMAS)}
+    out = []
+    for i in range(z.shape[1]):
+        search = GridSearchCV(KernelRidge(kernel="rbf"), grid, cv=3).fit(x, y[:, i])
+        out.append(r2_score(ys[:, i], search.predict(xs)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernel_r2_matches_sklearn_gridsearch(kind):
+    h, z = _structured(kind, n=400, d=3, seed=21)
+    res = kernel_r2(h, z, n_fit=280)
+    expected = _sk_kernel(h, z, 280)
+    np.testing.assert_allclose(res.per_factor, expected, atol=0.01, rtol=0)
+    assert res.n_fit == 280 and res.n_score == 120 and not res.in_sample
+    assert len(res.params["alpha"]) == 3 and set(res.params["gamma"]) <= set(KERNEL_GAMMAS)
+    assert np.array(res.params["cv_mean_r2"]).shape == (3, 16)
+
+
+def test_kernel_r2_known_answers():
+    h, z = _structured("identity", n=500, d=3, seed=1)
+    assert kernel_r2(h, z, n_fit=350).mean > 0.99
+    h, z = _structured("warp", n=500, d=3, seed=1)
+    res = kernel_r2(h, z, n_fit=350, return_predictions=True)
+    assert res.mean > 0.95  # nonlinear but invertible: kernel ridge recovers it
+    assert linear_r2(h, z).mean < res.mean
+    # predictions come back in the factors' own units
+    np.testing.assert_array_equal(res.targets, z[350:])
+    np.testing.assert_allclose(
+        r2_score(res.targets, res.predictions, multioutput="raw_values"), res.per_factor, atol=1e-9
+    )
+    res = kernel_r2(np.full((500, 4), 3.0), z, n_fit=350)  # constant encoder
+    assert all(-0.1 < v <= 1e-9 for v in res.per_factor)
+    rng = np.random.default_rng(0)
+    assert kernel_r2(rng.normal(size=(500, 4)), z, n_fit=350).mean < 0.1
+
+
+def test_kernel_r2_n_score_and_errors():
+    h, z = _structured("rotation", n=200, d=2)
+    assert kernel_r2(h, z, n_fit=120, n_score=50).n_score == 50
+    with pytest.raises(UsageError, match="too few samples"):
+        kernel_r2(h, z, n_fit=199)
+    with pytest.raises(UsageError, match="too few samples"):
+        kernel_r2(h, z)  # default 10,240 to fit
+
+
+def test_kfold_slices_match_sklearn():
+    from sklearn.model_selection import KFold
+
+    for n in (9, 10, 11, 10_240):
+        ours = kfold_slices(n, 3)
+        for (a, b), (_, test) in zip(ours, KFold(3).split(np.zeros(n)), strict=True):
+            np.testing.assert_array_equal(np.arange(a, b), test)
+
+
+def test_ridge_solve_falls_back_when_not_positive_definite():
+    k = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # indefinite
+    y = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    coef = _ridge_solve(k, y, 0.5)
+    np.testing.assert_allclose((k + 0.5 * torch.eye(2)) @ coef, y, atol=1e-12)
+    assert k[0, 0] == 1.0  # diagonal restored
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks and lambdas
+
+
+def test_block_r2_content_vs_style():
+    rng = np.random.default_rng(8)
+    z = rng.uniform(-1, 1, size=(800, 5))
+    h = np.concatenate([z[:, :3] @ _rotation(3, rng), rng.normal(size=(800, 2))], axis=1)
+    res = block_r2(h, z, {"content": [0, 1, 2], "style": [3, 4]})
+    assert res.blocks["content"]["r2"] > 0.999 and res.blocks["style"]["r2"] < 0.05
+    lin = linear_r2(h, z)
+    assert res.blocks["style"]["per_factor"] == lin.per_factor[3:]
+    assert res.blocks["content"]["r2"] == pytest.approx(np.mean(lin.per_factor[:3]))
+    # restricted to the style part of the encoding: nothing is predicted
+    sub = block_r2(h, z, {"content": [0, 1, 2]}, encoding_dims=[3, 4])
+    assert sub.blocks["content"]["r2"] < 0.05 and sub.encoding_dims == [3, 4]
+    ker = block_r2(h[:400], z[:400], {"content": [0, 1]}, method="kernel", n_fit=280)
+    assert ker.blocks["content"]["r2"] > 0.95 and ker.method == "kernel"
+    assert set(res.to_dict()) == {"method", "blocks", "encoding_dims", "protocol"}
+    with pytest.raises(UsageError, match="block 'x'"):
+        block_r2(h, z, {"x": [7]})
+    with pytest.raises(UsageError, match="encoding_dims"):
+        block_r2(h, z, {"x": [0]}, encoding_dims=[9])
+
+
+def test_compare_lambdas_through_matching():
+    true = np.linspace(5, 25, 10)
+    perm = np.random.default_rng(0).permutation(10)
+    learned = np.empty(10)
+    learned[perm] = true * 1.1  # encoding dim perm[i] carries factor i, 10% too large
+    # the matching mcc would return: factor i -> encoding dim perm[i]
+    res = compare_lambdas(learned, true, matching=perm)
+    np.testing.assert_allclose(res.learned_matched, true * 1.1)
+    np.testing.assert_allclose(res.relative_error, 0.1, atol=1e-12)
+    assert res.mean_relative_error == pytest.approx(0.1)
+    assert res.rank_correlation == pytest.approx(1.0)
+    np.testing.assert_allclose(res.sorted_learned, np.sort(true) * 1.1)
+    # identity matching on permuted lambdas: order not recovered, sorted comparison unchanged
+    res = compare_lambdas(learned, true)
+    assert res.rank_correlation < 0.9 and res.mean_sorted_relative_error == pytest.approx(0.1)
+    # bimodal truth: rank correlation still defined; constant truth: None
+    assert compare_lambdas([5.5] * 5 + [23.0] * 5, [5.0] * 5 + [25.0] * 5).rank_correlation > 0.99
+    assert compare_lambdas([1.0, 2.0], [3.0, 3.0]).rank_correlation is None
+    with pytest.raises(DataError, match="give a matching"):
+        compare_lambdas(np.ones(3), np.ones(2))
+    with pytest.raises(DataError, match="positive"):
+        compare_lambdas(np.ones(2), [1.0, -1.0])

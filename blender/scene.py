@@ -45,6 +45,8 @@ PRIMITIVES: dict[str, str] = {
     "cone": "primitive_cone_add",
 }
 BUILTIN_SHAPES: tuple[str, ...] = ("teapot", *PRIMITIVES)
+#: Teapot tessellation when a preset does not set ``render.teapot_segments``.
+TEAPOT_SEGMENTS = 10
 MESH_SUFFIXES: tuple[str, ...] = (".obj", ".ply", ".stl", ".glb", ".gltf")
 FRAME_KEYS: tuple[str, ...] = (
     "object_location",
@@ -185,8 +187,9 @@ class SceneRenderer:
         scene.render.pixel_aspect_x = 1.0
         scene.render.pixel_aspect_y = 1.0
         scene.render.film_transparent = bool(r["film_transparent"])
-        scene.render.dither_intensity = float(r.get("dither_intensity", 1.0))
-        scene.render.use_persistent_data = bool(r.get("persistent_data", True))
+        if "dither_intensity" in r:  # else Blender's default (1.0)
+            scene.render.dither_intensity = float(r["dither_intensity"])
+        scene.render.use_persistent_data = bool(r.get("use_persistent_data", True))
         scene.render.use_motion_blur = False
         if threads > 0:
             scene.render.threads_mode = "FIXED"
@@ -209,14 +212,6 @@ class SceneRenderer:
         c.filter_width = float(r["filter_width"])
         c.transparent_max_bounces = int(r["transparent_max_bounces"])
         c.blur_glossy = float(r["blur_glossy"])
-        for key in ("diffuse_bounces", "glossy_bounces", "transmission_bounces"):
-            setattr(c, key, int(r.get(key, 0)))
-        c.volume_bounces = int(r.get("volume_bounces", 0))
-        c.caustics_reflective = bool(r.get("caustics_reflective", True))
-        c.caustics_refractive = bool(r.get("caustics_refractive", True))
-        c.sample_clamp_direct = float(r.get("sample_clamp_direct", 0.0))
-        c.sample_clamp_indirect = float(r.get("sample_clamp_indirect", 0.0))
-        c.use_light_tree = bool(r.get("light_tree", True))
         c.use_animated_seed = False
         c.seed = 0
         c.use_auto_tile = False
@@ -234,11 +229,22 @@ class SceneRenderer:
         c.adaptive_threshold = float(q.get("adaptive_threshold", 0.01))
         c.adaptive_min_samples = int(q.get("adaptive_min_samples", 0))
         c.max_bounces = int(q["max_bounces"])
+        # per-type limits default to the overall one (max_bounces caps them anyway)
+        for key in ("diffuse_bounces", "glossy_bounces", "transmission_bounces"):
+            setattr(c, key, int(q.get(key, q["max_bounces"])))
+        c.volume_bounces = 0  # the scene has no volumes
+        c.caustics_reflective = c.caustics_refractive = bool(q.get("caustics", True))
+        # 0 = no clamping (Blender's meaning)
+        c.sample_clamp_direct = float(q.get("sample_clamp_direct", 0.0))
+        c.sample_clamp_indirect = float(q.get("sample_clamp_indirect", 0.0))
+        c.use_light_tree = bool(q.get("use_light_tree", True))
+        if "light_sampling_threshold" in q:
+            c.light_sampling_threshold = float(q["light_sampling_threshold"])
         c.use_denoising = bool(q["denoise"])
-        c.denoiser = "OPENIMAGEDENOISE"
-        c.denoising_prefilter = str(q.get("denoise_prefilter", "ACCURATE"))
-        c.denoising_quality = str(q.get("denoise_quality", "HIGH"))
-        c.denoising_input_passes = str(q.get("denoise_passes", "RGB_ALBEDO_NORMAL"))
+        c.denoiser = str(q.get("denoiser", "OPENIMAGEDENOISE"))
+        c.denoising_prefilter = str(q.get("denoising_prefilter", "ACCURATE"))
+        c.denoising_quality = str(q.get("denoising_quality", "HIGH"))
+        c.denoising_input_passes = str(q.get("denoising_input_passes", "RGB_ALBEDO_NORMAL"))
         c.denoising_use_gpu = self.gpu
         # the view layer's own switch must agree, or Cycles skips the denoiser
         for layer in self.scene.view_layers:
@@ -306,10 +312,11 @@ class SceneRenderer:
         # the spotlight aims at this empty, which follows the object every frame
         self.pivot = self._empty("ObjectPivot", (0.0, 0.0, 0.0))
         _track_to(self.spot_obj, self.pivot, s["track_axis"], s["up_axis"])
+        area.normalize = True  # power_w is in Blender 4+/5 units (ellipse lamps normalised)
         for light in (sun, area, spot):
             light.use_shadow = True
-            if hasattr(light, "use_soft_falloff"):
-                light.use_soft_falloff = bool(p["render"].get("soft_falloff", True))
+        # Blender 4+ soft falloff keeps the pre-4.0 look of point-like lamps
+        spot.use_soft_falloff = True
 
     def _rubber_material(self, name: str) -> Any:
         """The CLEVR rubber look: Fresnel-mixed diffuse + sheen, a little glossy on top."""
@@ -322,13 +329,16 @@ class SceneRenderer:
         diffuse = nt.nodes.new("ShaderNodeBsdfDiffuse")
         diffuse.inputs["Roughness"].default_value = float(m.get("diffuse_roughness", 0.0))
         sheen = nt.nodes.new("ShaderNodeBsdfSheen")
-        sheen.distribution = m.get("sheen_distribution", "ASHIKHMIN")
+        # ASHIKHMIN is the velvet model of Blender <= 3.x's Velvet BSDF (sigma = roughness)
+        sheen.distribution = "ASHIKHMIN"
         sheen.inputs["Roughness"].default_value = float(m["sheen_roughness"])
+        if "sheen_weight" in m:
+            sheen.inputs["Weight"].default_value = float(m["sheen_weight"])
         fresnel = nt.nodes.new("ShaderNodeFresnel")
         fresnel.inputs["IOR"].default_value = float(m["fresnel_ior"])
         mix = nt.nodes.new("ShaderNodeMixShader")
         glossy = nt.nodes.new("ShaderNodeBsdfGlossy")
-        glossy.distribution = m.get("glossy_distribution", "GGX")
+        glossy.distribution = "GGX"  # the Glossy BSDF default of Blender 2.8-3.x
         glossy.inputs["Color"].default_value = (*m["glossy_color"], 1.0)
         glossy.inputs["Roughness"].default_value = float(m["glossy_roughness"])
         top = nt.nodes.new("ShaderNodeMixShader")
@@ -368,7 +378,8 @@ class SceneRenderer:
         size = float(self.preset["object"]["size"])
         name = f"Object{index}"
         if spec == "teapot":
-            verts, faces = tessellate(int(self.preset["render"].get("teapot_segments", 10)))
+            segments = self.preset["render"].get("teapot_segments", TEAPOT_SEGMENTS)
+            verts, faces = tessellate(int(segments))
             smooth = True
         elif spec in PRIMITIVES:
             before = set(bpy.data.objects)
@@ -376,7 +387,7 @@ class SceneRenderer:
             new = [o for o in bpy.data.objects if o not in before]
             verts, faces = _mesh_arrays(new)
             self._delete(new)
-            smooth = spec != "cube"
+            smooth = spec in ("suzanne", "torus", "sphere")  # flat: cube, cylinder, cone
         else:
             verts, faces = self._import_mesh(spec)
             smooth = True
@@ -392,9 +403,6 @@ class SceneRenderer:
         mesh.validate(verbose=False)
         if smooth:
             mesh.shade_smooth()
-            angle = self.preset["render"].get("auto_smooth_deg")
-            if angle is not None:
-                mesh.set_sharp_from_angle(angle=math.radians(float(angle)))
         else:
             mesh.shade_flat()
         mesh.materials.append(self.object_material)
@@ -413,6 +421,8 @@ class SceneRenderer:
                 f"mesh file {path} has an unsupported type; use {', '.join(MESH_SUFFIXES)}."
             )
         before = set(bpy.data.objects)
+        blocks = (bpy.data.materials, bpy.data.images, bpy.data.meshes, bpy.data.textures)
+        old_blocks = [set(b) for b in blocks]
         try:
             if suffix == ".obj":
                 bpy.ops.wm.obj_import(filepath=str(p))
@@ -432,10 +442,9 @@ class SceneRenderer:
         bpy.context.view_layer.update()
         verts, faces = _mesh_arrays(meshes)
         self._delete(new)
-        for block in (bpy.data.materials, bpy.data.images):
-            for item in list(block):
-                if item.users == 0:
-                    block.remove(item)
+        for block, old in zip(blocks, old_blocks, strict=True):  # whatever the import added
+            for item in [i for i in block if i not in old]:
+                block.remove(item)
         if not faces:
             raise SceneError(f"mesh file {path} holds no faces.")
         return verts, faces
@@ -488,6 +497,9 @@ class SceneRenderer:
             1.0,
         )
         self.scene.cycles.seed = int(seed)
+        # With persistent data Cycles re-syncs its integrator (and so the seed) only when the
+        # scene ID is tagged; without this every frame would reuse the first frame's seed.
+        self.scene.update_tag()
 
     def render(self, frame: Mapping[str, Any], seed: int, object_class: int = 0) -> np.ndarray:
         """Render one frame; returns ``(H, W, 3)`` uint8, top row first."""

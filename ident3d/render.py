@@ -397,12 +397,27 @@ class WorkerSpec:
     gpu: bool
 
 
+def _clean_blender_paths() -> None:
+    """Drop Blender's internal script folders from ``sys.path`` before bpy is imported.
+
+    Importing bpy adds ``.../bpy/<version>/scripts/modules`` (which holds Blender's own inner
+    ``bpy`` package) to ``sys.path``; a spawned worker inherits its parent's ``sys.path``, and
+    if the parent had imported bpy, ``import bpy`` in the child would find that inner package
+    instead of the real module and fail.
+    """
+    if "bpy" in sys.modules:
+        return
+    marker = f"{os.sep}bpy{os.sep}"
+    sys.path[:] = [p for p in sys.path if not (marker in p and f"{os.sep}scripts" in p)]
+
+
 def make_renderer(spec: WorkerSpec) -> Any:
     """Build the scene of ``spec`` in this process (Blender or the mock)."""
     if spec.renderer == "mock":
         return MockRenderer(
             spec.preset, spec.quality, spec.resolution, spec.objects, spec.threads, spec.gpu
         )
+    _clean_blender_paths()
     from ident3d.blender.devices import NoGPUError
     from ident3d.blender.scene import SceneError, SceneRenderer
 
@@ -588,8 +603,6 @@ def prepare_dataset(
     """Create the dataset (or re-open it for ``--resume`` / other shards)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory.")
-    manifest_path = out / store.MANIFEST_NAME
-    existed = manifest_path.exists()
     manifest = store.create_dataset(
         out,
         kind=job.kind,
@@ -606,11 +619,6 @@ def prepare_dataset(
         class_names=job.class_names,
         blender_version=blender_version() if job.renderer == "blender" else None,
     )
-    if existed and not overwrite and not resume and manifest["shards"]:
-        raise UsageError(
-            f"{out} already holds {len(manifest['shards'])} rendered shard(s) of this dataset; "
-            "pass --resume to continue it or --overwrite to start again."
-        )
     return manifest
 
 
@@ -654,6 +662,11 @@ def render_dataset(
     committed = {int(s["index"]) for s in manifest["shards"]}
     todo = [k for k in selected if k not in committed]
     skipped = [k for k in selected if k in committed]
+    if skipped and not resume:
+        raise UsageError(
+            f"{out} already holds {len(skipped)} rendered shard(s) of this dataset; "
+            "pass --resume to continue it or --overwrite to start again."
+        )
     total = sum(store.shard_range(manifest, k)[1] for k in todo)
     spec = WorkerSpec(
         renderer=job.renderer,

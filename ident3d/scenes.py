@@ -140,6 +140,8 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
         "display_device": (_str("sRGB"), REQ),
         "film_transparent": (_bool, REQ),
         "use_persistent_data": (_bool, OPT),
+        "dither_intensity": (_num(0.0, 10.0), OPT),
+        "teapot_segments": (_int(1, 64), OPT),
         "seed_per_sample": (_bool, OPT),
     },
     "camera": {

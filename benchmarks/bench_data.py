@@ -1,0 +1,359 @@
+"""Benchmark the torch datasets against an original-style loader, side by side, in one run.
+
+Measured on this machine:
+
+1. Loading (images per second; a pair counts two images), on the same images written twice,
+   as store shards and as an original-style PNG folder (``ident3d.store.export_original``):
+   - original-style loaders: PIL-decoded PNGs and a standard DataLoader with torch's default
+     collate; the pair loader draws ``z`` and ``z~`` per item and makes one exact
+     nearest-neighbour query for each, one item at a time (brute-force L2 over the latent table,
+     as the original's flat index does);
+   - ``ImageDataset``, ``PairDataset`` (the same images paired up), ``KNNPairDataset`` on the
+     store, and ``ImageDataset``/``KNNPairDataset`` on the PNG folder;
+   each with 0, 1 and 2 DataLoader workers (``make_loader``; fork, persistent workers, three
+   warm-up batches, then batches for ``--seconds``), the median of ``--rounds`` rounds that
+   cycle through all cases. 0 workers is one core.
+2. Pair lookups per second on a 250,000 x 10 latent table (uniform on the box), each pair being
+   a k=1 query for ``z`` and a k=2 query for ``z~``: one pair at a time (brute force, like the
+   original; and the same k-d tree queried per pair) against the batched lookup of
+   ``KNNPairDataset`` (batches of 512, one k-d tree query per batch), plus the torch brute-force
+   lookup of the GPU-resident path running on the CPU.
+3. The distance gap of nearest-neighbour pairs (``simulate_knn``), 250,000 points in 10-D.
+4. On a CUDA machine only: ``GPUDataset`` kNN pairs per second.
+
+Images are synthetic but render-like and smooth (a hue-coloured ground with a spotlight pool,
+a shaded ellipsoid with a highlight, slight pixel noise), 224 x 224.
+
+Run: .venv/bin/python benchmarks/bench_data.py [--n 3000] [--seconds 3] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ident3d import data as D
+from ident3d import store
+from ident3d.latents import Box, NormalConditional
+
+
+def scene(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth 3DIdent-like frame: ground hue, spotlight pool, shaded blob, highlight."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    ground = np.array(colorsys.hsv_to_rgb(rng.uniform(), 0.6, 1.0), np.float32)
+    spot = np.array(colorsys.hsv_to_rgb(rng.uniform(), 0.8, 1.0), np.float32)
+    obj = np.array(colorsys.hsv_to_rgb(rng.uniform(), 1.0, 1.0), np.float32)
+    sx, sy = rng.uniform(0.2, 0.8, 2)
+    pool = np.exp(-((x - sx) ** 2 + (y - sy) ** 2) / (2 * rng.uniform(0.08, 0.2) ** 2))
+    img = (0.15 + 0.1 * y)[..., None] * ground + 0.6 * pool[..., None] * ground * spot
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    rx, ry = rng.uniform(0.1, 0.25, 2)
+    inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+    shade = np.clip(1 - inside, 0, 1) ** 0.5
+    lit = shade[..., None] * obj * (0.4 + 0.6 * pool[..., None] * spot)
+    hl = np.exp(-(((x - cx + rx / 3) ** 2 + (y - cy + ry / 3) ** 2) / (2 * (rx / 6) ** 2)))
+    img = np.where((inside < 1)[..., None], lit + 0.5 * hl[..., None], img)
+    img = img * 255 + rng.normal(0, 0.5, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def build(work: Path, n: int, size: int, dim: int) -> tuple[Path, Path, Path]:
+    """Store (images), store (pairs of the same images) and the exported PNG folder."""
+    rng = np.random.default_rng(0)
+    images = np.stack([scene(rng, size) for _ in range(n)])
+    raw = rng.uniform(-1, 1, (n, dim)).astype(np.float32)
+    roots = []
+    for kind in ("images", "pairs"):
+        root = work / kind
+        m = n if kind == "images" else n // 2
+        imgs = images if kind == "images" else images[: 2 * m].reshape(m, 2, size, size, 3)
+        lat = raw if kind == "images" else raw[: 2 * m].reshape(m, 2, dim)
+        manifest = store.create_dataset(root, kind, m, 1000, size, size, dim, config={"bench": 1})
+        for k in range(manifest["num_shards"]):
+            a, c = store.shard_range(manifest, k)
+            with store.ShardWriter(root, k, a, c, kind, size, size, dim) as w:
+                scn = np.zeros((c, 10) if kind == "images" else (c, 2, 10), np.float32)
+                w.write_batch(0, imgs[a : a + c], lat[a : a + c], scn)
+        roots.append(root)
+    folder = store.export_original(roots[0], work / "original", workers=2, progress=False)
+    return roots[0], roots[1], Path(folder)
+
+
+# ----------------------------------------------------------------------------- original style
+
+
+def brute_force(table: np.ndarray, sqnorm: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """One exact L2 query over the whole table (what a flat index does per query)."""
+    d = sqnorm - 2.0 * (table @ q)
+    idx = np.argpartition(d, k - 1)[:k] if k < len(d) else np.arange(len(d))
+    return idx[np.argsort(d[idx])]
+
+
+class OriginalImages(torch.utils.data.Dataset):
+    """Original-style sequential loader: PIL-decoded PNG + the latents row per item."""
+
+    def __init__(self, root: Path) -> None:
+        self.latents = np.load(root / "raw_latents.npy")
+        digits = store.index_digits(len(self.latents))
+        self.paths = [
+            str(root / "images" / f"{i:0{digits}d}.png") for i in range(len(self.latents))
+        ]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @staticmethod
+    def load(path: str) -> torch.Tensor:
+        with open(path, "rb") as fh, Image.open(fh) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.load(self.paths[i]), torch.from_numpy(self.latents[i])
+
+
+class OriginalPairs(OriginalImages):
+    """Original-style kNN pairs: per item, draw z and z~, one exact query each, two PNGs."""
+
+    def __init__(self, root: Path, sigma: float = 0.1) -> None:
+        super().__init__(root)
+        self.table = self.latents.astype(np.float32)
+        self.sqnorm = (self.table.astype(np.float64) ** 2).sum(1).astype(np.float32)
+        self.space = Box(self.table.shape[1])
+        self.cond = NormalConditional(sigma=sigma)
+        self.rng = np.random.default_rng(0)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        z = self.rng.uniform(-1, 1, (1, self.table.shape[1]))
+        zt = self.cond.sample(z, self.space, self.rng)
+        a = int(brute_force(self.table, self.sqnorm, z[0].astype(np.float32), 1)[0])
+        two = brute_force(self.table, self.sqnorm, zt[0].astype(np.float32), 2)
+        b = int(two[0] if two[0] != a else two[1])
+        return (self.load(self.paths[a]), self.load(self.paths[b]),
+                torch.from_numpy(self.table[a]), torch.from_numpy(self.table[b]))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def throughput(loader: Any, per_item: int, seconds: float, warm: int = 3) -> float:
+    """Images per second over ``seconds`` of batches, after ``warm`` warm-up batches (workers
+    started, index built); epochs restart as needed."""
+    it = iter(loader)
+    for _ in range(warm):
+        try:
+            next(it)
+        except StopIteration:
+            it = iter(loader)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        count += len(batch[0]) * per_item
+    rate = count / (time.perf_counter() - t0)
+    del it
+    return rate
+
+
+def loaders(name: str, ds: Any, workers: int, batch: int) -> Any:
+    kw: dict[str, Any] = {}
+    if workers:
+        kw = {"persistent_workers": True, "multiprocessing_context": "fork", "num_workers": workers}
+    if name.startswith("original"):
+        return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, **kw)
+    return D.make_loader(ds, batch, shuffle=True, seed=0, **kw)
+
+
+def bench_loading(
+    roots: tuple[Path, Path, Path], batch: int, seconds: float, rounds: int
+) -> dict[str, dict[int, float]]:
+    """Median over ``rounds`` rounds; within a round the cases run one after the other, so a
+    change in the machine's load affects all of them alike."""
+    img_root, pair_root, folder = roots
+    cases = [
+        ("original-style images (PNG)", lambda: OriginalImages(folder), 1),
+        ("original-style kNN pairs (PNG + 1 query/item)", lambda: OriginalPairs(folder), 2),
+        ("ImageDataset, store", lambda: D.ImageDataset(img_root), 1),
+        ("PairDataset, store", lambda: D.PairDataset(pair_root), 2),
+        ("KNNPairDataset, store", lambda: D.KNNPairDataset(img_root, sigma=0.1), 2),
+        ("ImageDataset, PNG folder", lambda: D.ImageDataset(folder), 1),
+        ("KNNPairDataset, PNG folder", lambda: D.KNNPairDataset(folder, sigma=0.1), 2),
+    ]
+    samples: dict[str, dict[int, list[float]]] = {n: {0: [], 1: [], 2: []} for n, _, _ in cases}
+    for r in range(rounds):
+        for workers in (0, 1, 2):
+            for name, make, per in cases:
+                loader = loaders(name, make(), workers, batch)
+                samples[name][workers].append(throughput(loader, per, seconds))
+                del loader
+            print(f"  round {r + 1}/{rounds}, {workers} workers: " + ", ".join(
+                f"{samples[n][workers][-1]:.0f}" for n, _, _ in cases), flush=True)  # fmt: skip
+    return {n: {w: float(np.median(v)) for w, v in row.items()} for n, row in samples.items()}
+
+
+def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
+    rng = np.random.default_rng(1)
+    table = rng.uniform(-1, 1, (n_table, dim)).astype(np.float32)
+    sqnorm = (table.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    space, cond = Box(dim), NormalConditional(sigma=0.1)
+    z = rng.uniform(-1, 1, (20_000, dim))
+    zt = cond.sample(z, space, rng)
+    out: dict[str, float] = {}
+
+    def run(fn: Any, per_call: int) -> float:
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            fn(count % (len(z) - per_call))
+            count += per_call
+        return count / (time.perf_counter() - t0)
+
+    def one_brute(s: int) -> None:
+        a = brute_force(table, sqnorm, z[s].astype(np.float32), 1)[0]
+        two = brute_force(table, sqnorm, zt[s].astype(np.float32), 2)
+        _ = two[0] if two[0] != a else two[1]
+
+    out["one at a time, brute force (original style)"] = run(one_brute, 1)
+    index = D._ClassIndex(table, None, "kdtree", None, 1)
+    index.query(z[:10], 1, None)  # build the tree outside the timing
+    tree = index.groups[0][2]._tree
+
+    def one_tree(s: int) -> None:
+        _, a = tree.query(z[s], k=1)
+        _, two = tree.query(zt[s], k=2)
+        _ = two[0] if two[0] != a else two[1]
+
+    out["one at a time, k-d tree"] = run(one_tree, 1)
+
+    def batched(s: int) -> None:
+        D._snap(index, z[s : s + 512], zt[s : s + 512], None, None)
+
+    out["batched (512), k-d tree (KNNPairDataset)"] = run(batched, 512)
+    tindex = D._ClassIndex(table, None, "torch", "cpu", 1)
+
+    def batched_torch(s: int) -> None:
+        D._snap(tindex, z[s : s + 512], zt[s : s + 512], None, None)
+
+    out["batched (512), torch brute force on the CPU"] = run(batched_torch, 512)
+    for k, v in out.items():
+        print(f"  {k:48s} {v:9.0f} pairs/s", flush=True)
+    return out
+
+
+def bench_gpu(img_root: Path, batch: int, seconds: float) -> dict[str, float] | None:
+    if not torch.cuda.is_available():
+        return None
+    g = D.load_to_device(img_root, "cuda", mode="knn", sigma=0.1)
+    norm = g.normalizer(torch.bfloat16)
+    out = {}
+    for b in (batch, 512, 2048):
+        for x, xt, *_ in g.batches(b, epoch=0):  # warm-up
+            norm(x), norm(xt)
+        torch.cuda.synchronize()
+        count, t0, epoch = 0, time.perf_counter(), 1
+        while time.perf_counter() - t0 < seconds:
+            for x, xt, *_ in g.batches(b, epoch=epoch):
+                norm(x), norm(xt)
+                count += len(x)
+            epoch += 1
+        torch.cuda.synchronize()
+        out[f"GPUDataset kNN pairs/s (batch {b}, normalised bf16)"] = count / (
+            time.perf_counter() - t0
+        )
+    # The lookup alone on a 250,000 x 10 table.
+    table = torch.rand(250_000, 10, device="cuda") * 2 - 1
+    nn = D.NearestNeighbours(table, "torch", "cuda")
+    q = torch.rand(512, 10, device="cuda", dtype=torch.float64) * 2 - 1
+    nn.query(q, 2)
+    torch.cuda.synchronize()
+    t0, reps = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        nn.query(q, 1), nn.query(q, 2)
+        reps += 1
+    torch.cuda.synchronize()
+    out["GPU lookups, 250k table, batch 512 (pairs/s)"] = reps * 512 / (time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=3000, help="images in the benchmark dataset")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per case")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the loading cases (median)")
+    p.add_argument("--table", type=int, default=250_000, help="latent table rows for lookups")
+    p.add_argument("--workdir", type=Path, default=None, help="where to write the datasets")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, cuda {torch.cuda.is_available()}")  # fmt: skip
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-data-"))
+    results: dict[str, Any] = {"n": args.n, "size": args.size, "batch": args.batch}
+    try:
+        t0 = time.perf_counter()
+        roots = build(work, args.n, args.size, 10)
+        print(f"built {args.n} images of {args.size}x{args.size} (store + PNG folder) in "
+              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+        print("loading, images/s (0 workers = one core):")
+        load = bench_loading(roots, args.batch, args.seconds, args.rounds)
+        results["loading"] = load
+        print(f"pair lookups on a {args.table:,} x 10 table, pairs/s (one core):")
+        look = bench_lookups(args.table, 10, args.seconds)
+        results["lookups"] = look
+        sim = D.simulate_knn(n_stored=args.table, dim=10, n_pairs=5000, sigma=0.1, seed=0)
+        results["knn_gap"] = sim
+        gpu = bench_gpu(roots[0], 512, args.seconds)
+        results["gpu"] = gpu
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print("\n| loader | 0 workers | 1 worker | 2 workers |")
+    print("|---|---|---|---|")
+    for name, row in load.items():
+        print(f"| {name} | {row[0]:,.0f} | {row[1]:,.0f} | {row[2]:,.0f} |")
+    base_img = load["original-style images (PNG)"]
+    base_pair = load["original-style kNN pairs (PNG + 1 query/item)"]
+    print("\nratios against the original-style loaders (same worker count):")
+    for name, base in (("ImageDataset, store", base_img), ("PairDataset, store", base_pair),
+                       ("KNNPairDataset, store", base_pair)):  # fmt: skip
+        r = [load[name][w] / base[w] for w in (0, 1, 2)]
+        print(f"  {name:24s} per core (0 workers) {r[0]:6.1f}x   1 worker {r[1]:6.1f}x   "
+              f"2 workers {r[2]:6.1f}x")  # fmt: skip
+    print("\n| lookup | pairs/s |")
+    print("|---|---|")
+    for k, v in look.items():
+        print(f"| {k} | {v:,.0f} |")
+    b = look["batched (512), k-d tree (KNNPairDataset)"]
+    print(f"\nbatched / one at a time: {b / look['one at a time, brute force (original style)']:.1f}x "
+          f"against the original-style brute force, "
+          f"{b / look['one at a time, k-d tree']:.1f}x against per-pair k-d tree queries")  # fmt: skip
+    print(f"\nkNN gap ({sim['stored']:,} uniform points in 10-D, sigma 0.1, {sim['pairs']:,} pairs): "
+          f"sampled {sim['sampled_distance_mean']:.3f}, retrieved {sim['retrieved_distance_mean']:.3f} "
+          f"apart on average; {100 * sim['second_neighbour_fraction']:.1f}% second-neighbour fallbacks")  # fmt: skip
+    if gpu is None:
+        print("\nGPU-resident path: not measured (no CUDA device on this machine).")
+    else:
+        for k, v in gpu.items():
+            print(f"{k}: {v:,.0f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

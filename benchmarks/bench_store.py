@@ -4,7 +4,8 @@ Measures, on this machine, in one process (one core):
 - random-access reads of single samples (images + latents) from the store, for each
   compression, and from a PNG folder holding the same images (PIL decode + a latents row);
 - bytes per image on disk for each compression and for the PNG folder;
-- write throughput through ShardWriter (compression, SHA-256, manifest commit included).
+- write throughput through ShardWriter (compression, SHA-256, manifest commit included), and
+  the throughput of `ident3d convert` and `ident3d export` with one worker per core.
 
 Images are synthetic but render-like (not noise, which does not compress): a ground plane
 coloured by a hue with a spotlight falloff, a shaded ellipsoid "object" with a specular
@@ -94,6 +95,17 @@ def measure(
     with Image.open(png / "images" / f"{int(idx[0]):0{digits}d}.png") as im:
         assert (np.asarray(im) == images[idx[0]]).all()
     rows.append(("PNG folder (original layout)", png_bytes, png_rate, png_write, None))
+    workers = os.cpu_count() or 1
+    t = time.perf_counter()
+    store.convert_original(png, work / "converted", workers=workers, progress=False)
+    convert_rate = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    store.export_original(work / "converted", work / "exported", workers=workers, progress=False)
+    export_rate = n / (time.perf_counter() - t)
+    shutil.rmtree(work / "exported")
+    shutil.rmtree(work / "converted")
+    rows.append((f"ident3d convert, {workers} workers", 0.0, 0.0, convert_rate, None))
+    rows.append((f"ident3d export, {workers} workers", 0.0, 0.0, export_rate, None))
 
     for comp in store.COMPRESSIONS:
         root = work / comp
@@ -123,7 +135,7 @@ def measure(
 
         rate = timed(read_store, len(idx))
         assert (ds.read(int(idx[0])).images == images[idx[0]]).all()
-        batch = 256
+        batch = min(256, n // 2)
         starts = rng.integers(0, n - batch, 20 if comp != "gzip" else 3)
 
         buf = np.empty((batch, size, size, 3), np.uint8)
@@ -163,6 +175,7 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         png_rate = rows[0][2]
+        tools, rows = rows[1:3], rows[:1] + rows[3:]
         print()
         print(
             f"{args.n} render-like {args.size}x{args.size} images, pixel noise sigma {noise}, "
@@ -179,6 +192,8 @@ def main() -> None:
                 f"{'-' if sl is None else f'{sl:,.0f}'} | {write:,.0f} |",
                 flush=True,
             )
+        for name, _, _, rate, _ in tools:
+            print(f"{name}: {rate:,.0f} images/s (whole command, PNG decode/encode included)")
 
 
 if __name__ == "__main__":

@@ -1792,3 +1792,10 @@ def export_original(
             pool.close()
             pool.join()
     return dst
+
+
+# Public names for the original-layout readers (ident3d.data reads such folders directly).
+scan_original_layout = _scan_source
+"""``scan_original_layout(src, split) -> (layout, split_dir, parts)``: see ``convert_original``."""
+decode_png = _decode_png
+"""``decode_png(path) -> uint8 (H, W, 3)``: strict 8-bit RGB PNG decoding (DataError otherwise)."""

@@ -1,0 +1,163 @@
+"""``ident3d eval``: score a trained encoder (or compare reports); see ``docs/eval.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ident3d.errors import UsageError
+
+
+def _parse_blocks(specs: tuple[str, ...]) -> dict[str, list[str]]:
+    blocks: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, cols = spec.partition("=")
+        if not sep or not name.strip() or not cols.strip():
+            raise UsageError(f"--block must look like NAME=0,1,2 or NAME=pos_x,pos_y, got {spec!r}")
+        blocks[name.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
+    return blocks
+
+
+@click.command("eval")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    help="Run directory (evaluates checkpoints/last.pt).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="One checkpoint file of a run (instead of --run).",
+)
+@click.option(
+    "--data",
+    default=None,
+    help="'synthetic' (fresh samples of a synthetic run's own process) or a dataset directory.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report directory (default RUN/eval); with --compare, where compare.md/png go.",
+)
+@click.option(
+    "--compare",
+    "compare_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Put reports side by side: give runs or report directories (repeat, or list after it).",
+)
+@click.option(
+    "--samples", type=int, default=None, help="Samples to encode (default: all; synthetic 14336)."
+)
+@click.option("--seed", type=int, default=0, help="Seed of the synthetic samples (default 0).")
+@click.option("--kernel/--no-kernel", default=True, help="Compute kernel-ridge R^2 (default on).")
+@click.option(
+    "--kernel-fit",
+    type=int,
+    default=None,
+    help="Kernel ridge fit samples (default min(10240, N/2)).",
+)
+@click.option(
+    "--fit-fraction",
+    type=float,
+    default=0.5,
+    help="Linear R^2: fraction of samples that fit; the rest score (default 0.5).",
+)
+@click.option(
+    "--block",
+    "blocks",
+    multiple=True,
+    help="Factor group for block R^2, NAME=factor,factor (names or indices); repeatable.",
+)
+@click.option("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda ...")
+@click.option("--batch-size", type=int, default=None, help="Encoding batch size.")
+@click.option("--num-workers", type=int, default=0, help="Data loader workers (default 0).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.argument("more", nargs=-1, type=click.Path(path_type=Path))
+def eval_(
+    run_dir: Path | None,
+    checkpoint: Path | None,
+    data: str | None,
+    out: Path | None,
+    compare_paths: tuple[Path, ...],
+    samples: int | None,
+    seed: int,
+    kernel: bool,
+    kernel_fit: int | None,
+    fit_fraction: float,
+    blocks: tuple[str, ...],
+    device: str,
+    batch_size: int | None,
+    num_workers: int,
+    progress: bool | None,
+    more: tuple[Path, ...],
+) -> None:
+    """Score how well a trained encoder identifies the ground-truth factors.
+
+    Writes report.json, report.md and figures (predicted vs true per factor, per-factor R^2
+    bars) and prints the per-factor table. Examples:
+    `ident3d eval --run runs/an --data synthetic`;
+    `ident3d eval --run runs/img --data data/test --out reports/img`;
+    `ident3d eval --compare runs/a runs/b --out reports/ab`.
+    """
+    from ident3d import eval as ev
+
+    if compare_paths:
+        if run_dir or checkpoint or data:
+            raise UsageError("--compare takes reports only; drop --run/--checkpoint/--data")
+        text, written = ev.compare([*compare_paths, *more], out)
+        click.echo(text)
+        if written:
+            click.echo(f"wrote {', '.join(str(p) for p in written)}")
+        else:
+            click.echo("(give --out DIR to write compare.md and compare.png)")
+        return
+    if more:
+        raise UsageError(
+            f"unexpected argument {str(more[0])!r} (positional paths go with --compare)"
+        )
+    if (run_dir is None) == (checkpoint is None):
+        raise UsageError("give exactly one of --run RUN_DIR or --checkpoint FILE")
+    if data is None:
+        raise UsageError("--data is required: 'synthetic' or a dataset directory")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+    if samples is not None and samples < 1:
+        raise UsageError(f"--samples must be positive, got {samples}")
+    target = run_dir if run_dir is not None else checkpoint
+    block_spec = _parse_blocks(blocks) or None
+    result, written = ev.evaluate_run(
+        target,
+        data,
+        out,
+        samples=samples,
+        seed=seed,
+        kernel=kernel,
+        kernel_fit=kernel_fit,
+        fit_fraction=fit_fraction,
+        blocks=block_spec,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    rep = result.report
+    src = rep["source"]
+    click.echo(f"run {src['run']} step {src['step']}, {rep['n_samples']} samples")
+    click.echo(ev.format_table(rep))
+    if rep.get("blocks"):
+        for name, b in rep["blocks"].items():
+            k = b.get("kernel_r2")
+            click.echo(
+                f"block {name}: linear R2 {b['r2']:.4f}" + (f", kernel R2 {k:.4f}" if k else "")
+            )
+    lam = rep.get("lambda")
+    if lam and "true" in lam:
+        click.echo(
+            f"lambda: mean relative error {lam['mean_relative_error']:.4f} (sorted "
+            f"{lam['mean_sorted_relative_error']:.4f})"
+        )
+    click.echo(f"wrote {written[0].parent}/ ({', '.join(p.name for p in written)})")

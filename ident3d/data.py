@@ -67,6 +67,7 @@ __all__ = [
     "PairDataset",
     "collate",
     "detect_layout",
+    "format_knn_diagnostics",
     "knn_diagnostics",
     "load_to_device",
     "make_loader",
@@ -175,25 +176,16 @@ class _StoreSource(_Source):
     def read_into(self, i: int, out: np.ndarray) -> None:
         i = self.check_index(i)
         k, j = divmod(i, self.ds.shard_size)
-        # One HDF5 chunk straight into the caller's buffer (no temporary array).
-        self.ds._shard(k).images.read_direct(out, np.s_[j], None)
+        # One HDF5 chunk straight into the caller's buffer (read_direct_chunk for uncompressed
+        # shards; the store's reader handles compressed ones).
+        self.ds._shard(k).read_into(j, out)
 
     def read_many_into(self, indices: Sequence[int], out: np.ndarray) -> None:
-        idx = [self.check_index(i) for i in indices]
         size = self.ds.shard_size
-        k = 0
-        while k < len(idx):
-            # Runs of consecutive indices inside one shard are read as one contiguous slice.
-            s, j0 = divmod(idx[k], size)
-            e = k + 1
-            while e < len(idx) and idx[e] == idx[e - 1] + 1 and idx[e] // size == s:
-                e += 1
-            images = self.ds._shard(s).images
-            if e - k == 1:
-                images.read_direct(out, np.s_[j0], np.s_[k])
-            else:
-                images.read_direct(out, np.s_[j0 : j0 + e - k], np.s_[k:e])
-            k = e
+        shard = self.ds._shard
+        for k, i in enumerate(indices):
+            s, j = divmod(self.check_index(i), size)
+            shard(s).read_into(j, out[k])
 
     def latents(self) -> np.ndarray:
         if self._latents is None:
@@ -1499,3 +1491,27 @@ def simulate_knn(
     out.update(summarise_knn(_knn_info(table, z, zt, i, it, fb)))
     out["lookups_per_second"] = n_pairs / seconds if seconds > 0 else float("inf")
     return out
+
+
+def format_knn_diagnostics(d: dict[str, Any]) -> str:
+    """Human lines for a :func:`knn_diagnostics` result (what ``ident3d info
+    --knn-diagnostics`` prints)."""
+    cond = d.get("conditional")
+    if isinstance(cond, dict):
+        params = ", ".join(f"{k} {v}" for k, v in cond.items() if k != "type")
+        cond = f"{cond.get('type')} conditional ({params})"
+    return "\n".join(
+        [
+            f"kNN pairs    {cond}, {d['pairs']:,} draws, seed {d['seed']}, "
+            f"{d['anchor']} anchor, {d['stored']:,} stored latents in {d['dim']}-D",
+            f"  sampled    mean distance {d['sampled_distance_mean']:.3f} "
+            f"(median {d['sampled_distance_median']:.3f}): the nominal conditional",
+            f"  retrieved  mean distance {d['retrieved_distance_mean']:.3f} "
+            f"(median {d['retrieved_distance_median']:.3f}): the pairs training sees, "
+            f"{d['distance_ratio']:.2f}x the sampled distance",
+            f"  fallback   {100 * d['second_neighbour_fraction']:.1f}% of pairs: z and z~ snapped "
+            f"to the same image, z~ took its second neighbour",
+            f"  snapping   a draw moves {d.get('snap_distance_mean', float('nan')):.3f} on average "
+            f"to reach a stored latent",
+        ]
+    )

@@ -461,3 +461,27 @@ def test_gpu_dataset_cuda(store: tuple[Path, np.ndarray, np.ndarray]) -> None:
     x, _xt, _z, _zt, info = g.get_batch(list(range(len(images))), return_info=True)
     assert x.is_cuda and np.array_equal(info["index_tilde"].cpu().numpy(), ref["index_tilde"])
     assert g.normalizer()(x).is_cuda
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_info_knn_diagnostics(
+    store: tuple[Path, np.ndarray, np.ndarray],
+    pairs_store: tuple[Path, np.ndarray, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ident3d.cli import main
+
+    root, _, _ = store
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(root), "--knn-diagnostics", "--knn-sigma", "0.2"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "kNN pairs" in out and "sigma 0.2" in out and "second neighbour" in out
+    proot, _, _ = pairs_store
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(proot), "--knn-diagnostics"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "PairDataset" in err[0]

@@ -14,9 +14,18 @@ from ident3d import store
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=str))
-def info(directory: str) -> None:
+@click.option("--knn-diagnostics", is_flag=True,
+              help="Also draw 3DIdent-style nearest-neighbour pairs and print how far the "
+                   "retrieved pairs are from the sampled ones (ident3d.data.knn_diagnostics).")  # fmt: skip
+@click.option("--knn-sigma", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True, help="Scale of the normal conditional for --knn-diagnostics.")  # fmt: skip
+def info(directory: str, knn_diagnostics: bool, knn_sigma: float) -> None:
     """Summarise the dataset in DIRECTORY: kind, size, shards, how it was made."""
     click.echo(store.describe_dataset(directory))
+    if knn_diagnostics:
+        from ident3d import data
+
+        click.echo(data.format_knn_diagnostics(data.knn_diagnostics(directory, sigma=knn_sigma)))
 
 
 @click.command()

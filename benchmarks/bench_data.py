@@ -29,24 +29,29 @@ Run: .venv/bin/python benchmarks/bench_data.py [--n 3000] [--seconds 3] [--batch
 
 from __future__ import annotations
 
-import argparse
-import colorsys
-import json
 import os
-import platform
-import shutil
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
+# One thread per process for every library (BLAS included), so rates are per core.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from ident3d import data as D
-from ident3d import store
-from ident3d.latents import Box, NormalConditional
+import argparse  # noqa: E402
+import colorsys  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ident3d import data as D  # noqa: E402
+from ident3d import store  # noqa: E402
+from ident3d.latents import Box, NormalConditional  # noqa: E402
 
 
 def scene(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -70,7 +75,13 @@ def scene(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def build(work: Path, n: int, size: int, dim: int) -> tuple[Path, Path, Path]:
-    """Store (images), store (pairs of the same images) and the exported PNG folder."""
+    """Store (images), store (pairs of the same images) and the exported PNG folder (reused
+    when ``work`` already holds them for the same ``n`` and ``size``)."""
+    stamp = work / f"built-{n}-{size}"
+    if stamp.exists():
+        return work / "images", work / "pairs", work / "original"
+    for sub in ("images", "pairs", "original"):
+        shutil.rmtree(work / sub, ignore_errors=True)
     rng = np.random.default_rng(0)
     images = np.stack([scene(rng, size) for _ in range(n)])
     raw = rng.uniform(-1, 1, (n, dim)).astype(np.float32)
@@ -88,6 +99,7 @@ def build(work: Path, n: int, size: int, dim: int) -> tuple[Path, Path, Path]:
                 w.write_batch(0, imgs[a : a + c], lat[a : a + c], scn)
         roots.append(root)
     folder = store.export_original(roots[0], work / "original", workers=2, progress=False)
+    stamp.touch()
     return roots[0], roots[1], Path(folder)
 
 
@@ -147,16 +159,18 @@ class OriginalPairs(OriginalImages):
 # ----------------------------------------------------------------------------- timing
 
 
-def throughput(loader: Any, per_item: int, seconds: float, warm: int = 3) -> float:
-    """Images per second over ``seconds`` of batches, after ``warm`` warm-up batches (workers
-    started, index built); epochs restart as needed."""
+def throughput(loader: Any, per_item: int, seconds: float, warm: int = 3) -> tuple[float, float]:
+    """Images per wall-clock second over ``seconds`` of batches, after ``warm`` warm-up batches
+    (workers started, index built; epochs restart as needed), and images per CPU second of
+    this process (meaningful with 0 workers: the per-core rate, whatever else the machine
+    runs)."""
     it = iter(loader)
     for _ in range(warm):
         try:
             next(it)
         except StopIteration:
             it = iter(loader)
-    count, t0 = 0, time.perf_counter()
+    count, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         try:
             batch = next(it)
@@ -165,8 +179,9 @@ def throughput(loader: Any, per_item: int, seconds: float, warm: int = 3) -> flo
             continue
         count += len(batch[0]) * per_item
     rate = count / (time.perf_counter() - t0)
+    cpu_rate = count / max(time.process_time() - c0, 1e-9)
     del it
-    return rate
+    return rate, cpu_rate
 
 
 def loaders(name: str, ds: Any, workers: int, batch: int) -> Any:
@@ -180,7 +195,7 @@ def loaders(name: str, ds: Any, workers: int, batch: int) -> Any:
 
 def bench_loading(
     roots: tuple[Path, Path, Path], batch: int, seconds: float, rounds: int
-) -> dict[str, dict[int, float]]:
+) -> dict[str, dict[Any, float]]:
     """Median over ``rounds`` rounds; within a round the cases run one after the other, so a
     change in the machine's load affects all of them alike."""
     img_root, pair_root, folder = roots
@@ -193,12 +208,17 @@ def bench_loading(
         ("ImageDataset, PNG folder", lambda: D.ImageDataset(folder), 1),
         ("KNNPairDataset, PNG folder", lambda: D.KNNPairDataset(folder, sigma=0.1), 2),
     ]
-    samples: dict[str, dict[int, list[float]]] = {n: {0: [], 1: [], 2: []} for n, _, _ in cases}
+    samples: dict[str, dict[Any, list[float]]] = {
+        n: {0: [], 1: [], 2: [], "cpu": []} for n, _, _ in cases
+    }
     for r in range(rounds):
         for workers in (0, 1, 2):
             for name, make, per in cases:
                 loader = loaders(name, make(), workers, batch)
-                samples[name][workers].append(throughput(loader, per, seconds))
+                wall, cpu = throughput(loader, per, seconds)
+                samples[name][workers].append(wall)
+                if workers == 0:
+                    samples[name]["cpu"].append(cpu)
                 del loader
             print(f"  round {r + 1}/{rounds}, {workers} workers: " + ", ".join(
                 f"{samples[n][workers][-1]:.0f}" for n, _, _ in cases), flush=True)  # fmt: skip
@@ -214,19 +234,22 @@ def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
     zt = cond.sample(z, space, rng)
     out: dict[str, float] = {}
 
-    def run(fn: Any, per_call: int) -> float:
-        count, t0 = 0, time.perf_counter()
+    cpu: dict[str, float] = {}
+
+    def run(fn: Any, per_call: int) -> tuple[float, float]:
+        count, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             fn(count % (len(z) - per_call))
             count += per_call
-        return count / (time.perf_counter() - t0)
+        return count / (time.perf_counter() - t0), count / max(time.process_time() - c0, 1e-9)
 
     def one_brute(s: int) -> None:
         a = brute_force(table, sqnorm, z[s].astype(np.float32), 1)[0]
         two = brute_force(table, sqnorm, zt[s].astype(np.float32), 2)
         _ = two[0] if two[0] != a else two[1]
 
-    out["one at a time, brute force (original style)"] = run(one_brute, 1)
+    key = "one at a time, brute force (original style)"
+    out[key], cpu[key] = run(one_brute, 1)
     index = D._ClassIndex(table, None, "kdtree", None, 1)
     index.query(z[:10], 1, None)  # build the tree outside the timing
     tree = index.groups[0][2]._tree
@@ -236,21 +259,24 @@ def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
         _, two = tree.query(zt[s], k=2)
         _ = two[0] if two[0] != a else two[1]
 
-    out["one at a time, k-d tree"] = run(one_tree, 1)
+    key = "one at a time, k-d tree"
+    out[key], cpu[key] = run(one_tree, 1)
 
     def batched(s: int) -> None:
         D._snap(index, z[s : s + 512], zt[s : s + 512], None, None)
 
-    out["batched (512), k-d tree (KNNPairDataset)"] = run(batched, 512)
+    key = "batched (512), k-d tree (KNNPairDataset)"
+    out[key], cpu[key] = run(batched, 512)
     tindex = D._ClassIndex(table, None, "torch", "cpu", 1)
 
     def batched_torch(s: int) -> None:
         D._snap(tindex, z[s : s + 512], zt[s : s + 512], None, None)
 
-    out["batched (512), torch brute force on the CPU"] = run(batched_torch, 512)
+    key = "batched (512), torch brute force on the CPU"
+    out[key], cpu[key] = run(batched_torch, 512)
     for k, v in out.items():
-        print(f"  {k:48s} {v:9.0f} pairs/s", flush=True)
-    return out
+        print(f"  {k:48s} {v:9.0f} pairs/s, {cpu[k]:9.0f} per CPU-second", flush=True)
+    return {"wall": out, "cpu": cpu}
 
 
 def bench_gpu(img_root: Path, batch: int, seconds: float) -> dict[str, float] | None:
@@ -323,26 +349,30 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    print("\n| loader | 0 workers | 1 worker | 2 workers |")
-    print("|---|---|---|---|")
+    print("\nimages/s, wall clock (median of rounds); last column: per CPU second, 0 workers")
+    print("\n| loader | 0 workers | 1 worker | 2 workers | per CPU-second (0 workers) |")
+    print("|---|---|---|---|---|")
     for name, row in load.items():
-        print(f"| {name} | {row[0]:,.0f} | {row[1]:,.0f} | {row[2]:,.0f} |")
+        print(f"| {name} | {row[0]:,.0f} | {row[1]:,.0f} | {row[2]:,.0f} | {row['cpu']:,.0f} |")
     base_img = load["original-style images (PNG)"]
     base_pair = load["original-style kNN pairs (PNG + 1 query/item)"]
     print("\nratios against the original-style loaders (same worker count):")
     for name, base in (("ImageDataset, store", base_img), ("PairDataset, store", base_pair),
                        ("KNNPairDataset, store", base_pair)):  # fmt: skip
-        r = [load[name][w] / base[w] for w in (0, 1, 2)]
-        print(f"  {name:24s} per core (0 workers) {r[0]:6.1f}x   1 worker {r[1]:6.1f}x   "
-              f"2 workers {r[2]:6.1f}x")  # fmt: skip
-    print("\n| lookup | pairs/s |")
-    print("|---|---|")
-    for k, v in look.items():
-        print(f"| {k} | {v:,.0f} |")
-    b = look["batched (512), k-d tree (KNNPairDataset)"]
-    print(f"\nbatched / one at a time: {b / look['one at a time, brute force (original style)']:.1f}x "
-          f"against the original-style brute force, "
-          f"{b / look['one at a time, k-d tree']:.1f}x against per-pair k-d tree queries")  # fmt: skip
+        r = [load[name][w] / base[w] for w in ("cpu", 0, 1, 2)]
+        print(f"  {name:24s} per CPU-second {r[0]:6.1f}x   0 workers {r[1]:6.1f}x   "
+              f"1 worker {r[2]:6.1f}x   2 workers {r[3]:6.1f}x")  # fmt: skip
+    print("\n| lookup | pairs/s | pairs per CPU-second |")
+    print("|---|---|---|")
+    for k, v in look["wall"].items():
+        print(f"| {k} | {v:,.0f} | {look['cpu'][k]:,.0f} |")
+    for unit in ("wall", "cpu"):
+        t = look[unit]
+        b = t["batched (512), k-d tree (KNNPairDataset)"]
+        print(f"batched / one at a time ({unit}): "
+              f"{b / t['one at a time, brute force (original style)']:.1f}x against the "
+              f"original-style brute force, {b / t['one at a time, k-d tree']:.1f}x against "
+              f"per-pair k-d tree queries")  # fmt: skip
     print(f"\nkNN gap ({sim['stored']:,} uniform points in 10-D, sigma 0.1, {sim['pairs']:,} pairs): "
           f"sampled {sim['sampled_distance_mean']:.3f}, retrieved {sim['retrieved_distance_mean']:.3f} "
           f"apart on average; {100 * sim['second_neighbour_fraction']:.1f}% second-neighbour fallbacks")  # fmt: skip

@@ -78,13 +78,14 @@ def measure(
     raw = rng.uniform(-1, 1, (n, 10)).astype(np.float32)
     scene = (raw * 3).astype(np.float32)
     rows: list[Row] = []
-    # --- PNG folder (the original layout): PIL's default zlib level 6
+    # --- PNG folder (the original layout): zlib level 1, as Blender's default 15% PNG
+    # compression (which wrote the original files) maps to
     png = work / "png"
     (png / "images").mkdir(parents=True)
     digits = store.index_digits(n)
     t = time.perf_counter()
     for i in range(n):
-        Image.fromarray(images[i]).save(png / "images" / f"{i:0{digits}d}.png")
+        Image.fromarray(images[i]).save(png / "images" / f"{i:0{digits}d}.png", compress_level=1)
     np.save(png / "raw_latents.npy", raw)
     png_write = n / (time.perf_counter() - t)
     png_bytes = sum(p.stat().st_size for p in (png / "images").iterdir()) / n

@@ -1698,7 +1698,7 @@ def export_original(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    png_compress_level: int = 6,
+    png_compress_level: int = 1,
     batch: int = 32,
 ) -> Path:
     """Write a dataset in the original layout at ``dst`` (see ``docs/store.md``).
@@ -1707,7 +1707,9 @@ def export_original(
     zero-padded). With classes: the Causal3DIdent split layout, ``raw_latents_<c>.npy``,
     ``latents_<c>.npy``, ``images_<c>/<i>.png`` (``i`` counted within class ``c``). Pairs: two
     such roots ``view0/`` and ``view1/`` (row i of each is pair i) plus ``pairs.json``. Written
-    into a temporary sibling folder and renamed to ``dst`` when complete. Returns ``dst``.
+    into a temporary sibling folder and renamed to ``dst`` when complete. PNGs use zlib level
+    ``png_compress_level`` (default 1: what Blender's default 15% PNG compression, which made
+    the original files, maps to). Returns ``dst``.
     """
     ds = open_dataset(root)
     dst = Path(dst)

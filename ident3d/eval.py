@@ -130,19 +130,20 @@ def encode_synthetic(
     )
 
 
-def _open_images(path: str | Path) -> Any:
+def _open_images(path: str | Path) -> tuple[Any, int | None]:
+    """An :class:`ident3d.data.ImageDataset`, or for a pairs dataset a ``PairDataset`` and
+    the view to use (0: the anchors ``x``, with latents ``z``)."""
     from ident3d import data as data_mod
 
-    ds: Any
-    try:
-        ds = data_mod.ImageDataset(path)
-        view = None
-    except UsageError as exc:
-        if "holds pairs" not in str(exc):
-            raise
-        ds = data_mod.PairDataset(path)
-        view = 0
-    return ds, view
+    layout = data_mod.detect_layout(path)
+    pairs = layout == "pairs-folder"
+    if layout == "store":
+        from ident3d.store import open_dataset
+
+        pairs = open_dataset(path).kind == "pairs"
+    if pairs:
+        return data_mod.PairDataset(path), 0
+    return data_mod.ImageDataset(path), None
 
 
 def encode_dataset(

@@ -319,6 +319,38 @@ def test_cli_eval_image_dataset(image_run, tmp_path, capsys):
     assert "| 9 | hue_background |" in (out / "report.md").read_text()
 
 
+def test_cli_eval_pairs_store_uses_first_view(image_run, tmp_path, capsys):
+    from ident3d.latents import factor_table
+    from ident3d.store import ShardWriter, create_dataset
+
+    run, _ = image_run
+    root = tmp_path / "pairs"
+    n = 12
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(-1, 1, size=(n, 2, 10)).astype(np.float32)
+    images = rng.integers(0, 256, size=(n, 2, 32, 32, 3), dtype=np.uint8)
+    create_dataset(root, "pairs", n, n, 32, 32, 10, {"test": True}, factor_table())
+    with ShardWriter(root, 0, 0, n, "pairs", 32, 32, 10) as w:
+        w.write_batch(0, images, raw, raw)
+    code, _, err = _main(
+        [
+            "eval",
+            "--run",
+            str(run),
+            "--data",
+            str(root),
+            "--no-kernel",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["dataset"]["view"] == 0 and rep["dataset"]["layout"] == "store"
+    assert rep["n_samples"] == n and rep["per_factor"][0]["name"] == "pos_x"
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: one line, exit 2
 

@@ -82,11 +82,6 @@ def _progress(total: int, desc: str, enabled: bool | None) -> Any:
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def encode_synthetic(
     run: Any,
     n: int = SYNTHETIC_SAMPLES,
@@ -109,10 +104,9 @@ def encode_synthetic(
     hs = []
     with _progress(n, "encoding", progress) as bar, torch.inference_mode():
         for xb in torch.split(x, batch_size):
-            hs.append(run.encoder(xb.to(run.device)).double().cpu())
+            hs.append(run.encoder(xb.to(run.device)).float())
             bar.update(len(xb))
-    _sync(run.device)
-    h = torch.cat(hs).numpy()
+    h = torch.cat(hs).double().cpu().numpy()
     spec = run.dgp.spec
     return EvalData(
         h=h,
@@ -130,20 +124,23 @@ def encode_synthetic(
     )
 
 
-def _open_images(path: str | Path) -> tuple[Any, int | None]:
-    """An :class:`ident3d.data.ImageDataset`, or for a pairs dataset a ``PairDataset`` and
-    the view to use (0: the anchors ``x``, with latents ``z``)."""
+def _open_images(path: str | Path) -> tuple[Any, int | None, list[dict[str, Any]] | None]:
+    """An :class:`ident3d.data.ImageDataset` (for a pairs dataset a ``PairDataset`` and the
+    view to use: 0, the anchors ``x`` with latents ``z``) and the store's factor table."""
     from ident3d import data as data_mod
 
     layout = data_mod.detect_layout(path)
     pairs = layout == "pairs-folder"
+    table = None
     if layout == "store":
         from ident3d.store import open_dataset
 
-        pairs = open_dataset(path).kind == "pairs"
+        stored = open_dataset(path)
+        pairs = stored.kind == "pairs"
+        table = stored.manifest.get("factor_table")
     if pairs:
-        return data_mod.PairDataset(path), 0
-    return data_mod.ImageDataset(path), None
+        return data_mod.PairDataset(path), 0, table
+    return data_mod.ImageDataset(path), None, table
 
 
 def encode_dataset(
@@ -164,7 +161,7 @@ def encode_dataset(
         )
     from ident3d import data as data_mod
 
-    ds, view = _open_images(path)
+    ds, view, table = _open_images(path)
     total = len(ds)
     n = total if n is None else int(n)
     if n > total:
@@ -193,17 +190,12 @@ def encode_dataset(
         for batch in loader:
             x = batch[0]
             x = run.preprocess(x.to(run.device, non_blocking=True))
-            hs.append(run.encoder(x).double().cpu())
+            hs.append(run.encoder(x).float())  # stays on the device: no sync per batch
             seen += len(x)
             bar.update(len(x))
-    _sync(run.device)
-    h = torch.cat(hs).numpy()
+    h = torch.cat(hs).double().cpu().numpy()
     if seen != n:  # pragma: no cover - a loader that skips samples would be a bug
         raise RuntimeError(f"encoded {seen} images, expected {n}")
-    table = None
-    manifest = getattr(getattr(ds.source, "ds", None), "manifest", None)
-    if isinstance(manifest, dict) and manifest.get("factor_table"):
-        table = manifest["factor_table"]
     return EvalData(
         h=h,
         z=z,

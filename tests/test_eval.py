@@ -306,13 +306,15 @@ def test_cli_eval_image_dataset(image_run, tmp_path, capsys):
         [
             *("eval", "--run", str(run), "--data", str(data), "--out", str(out)),
             *("--kernel-fit", "20", "--batch-size", "16", "--no-progress", "--block", "hues=7,8,9"),
+            *("--samples", "36"),
         ],
         capsys,
     )
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
     assert [f["name"] for f in rep["per_factor"]] == list(FACTOR_NAMES)
-    assert rep["dataset"]["layout"] == "3dident" and rep["dataset"]["n"] == 40
+    assert rep["dataset"]["layout"] == "3dident" and rep["dataset"]["n"] == 36
+    assert rep["dataset"]["n_total"] == 40 and rep["protocol"]["linear"]["n_score"] == 18
     assert rep["source"]["step"] == 2 and rep["protocol"]["kernel"]["n_fit"] == 20
     assert rep["blocks"]["hues"]["factors"] == [7, 8, 9]
     assert "hue_background" in stdout

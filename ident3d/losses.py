@@ -69,11 +69,12 @@ def pairwise_similarity(
 
 def _anchor_loss(logits: torch.Tensor, pos: torch.Tensor, beta: float) -> torch.Tensor:
     """Mean over rows of the InfoNCE loss; ``logits`` rows hold the candidates (masked ones
-    are ``-inf``), ``pos`` the column of each row's positive."""
+    are ``-inf``), ``pos`` the column of each row's positive. Invariant to adding a constant
+    to a row, which lets callers drop row-constant terms of the similarity."""
+    if beta == 0.0:
+        return nn.functional.cross_entropy(logits, pos)
     rows = torch.arange(logits.shape[0], device=logits.device)
     s_pos = logits[rows, pos]
-    if beta == 0.0:
-        return (torch.logsumexp(logits, dim=1) - s_pos).mean()
     neg = logits.clone()
     neg[rows, pos] = -math.inf
     m = torch.isfinite(neg).sum(dim=1).to(logits.dtype)
@@ -92,25 +93,33 @@ def contrastive_loss(
     beta: float = 0.0,
 ) -> torch.Tensor:
     """InfoNCE for a pairwise similarity function ``sim(a, b) -> (len(a), len(b))`` (already
-    divided by any temperature). See the module docstring for the options."""
+    divided by any temperature; it may omit terms that are constant along a row, i.e. depend
+    on ``a`` only). See the module docstring for the options."""
     b = h1.shape[0]
     dev = h1.device
     idx = torch.arange(b, device=dev)
     if negatives == "both":
         h = torch.cat([h1, h2])
-        s = sim(h, h)
-        eye = torch.eye(2 * b, dtype=torch.bool, device=dev)
-        s = s.masked_fill(eye, -math.inf)
+        # rows: the anchors; the anchor itself (column = row index) is masked out in place
+        s = sim(h, h) if symmetric else sim(h1, h)
+        s.diagonal().fill_(-math.inf)
         if symmetric:
             return _anchor_loss(s, torch.cat([idx + b, idx]), beta)
-        return _anchor_loss(s[:b], idx + b, beta)
+        return _anchor_loss(s, idx + b, beta)
     if negatives == "cross":
         s = sim(h1, h2)
         loss = _anchor_loss(s, idx, beta)
         if symmetric:
-            loss = 0.5 * (loss + _anchor_loss(s.T, idx, beta))
+            loss = 0.5 * (loss + _anchor_loss(sim(h2, h1), idx, beta))
         return loss
     raise UsageError(f"unknown negatives mode {negatives!r}; choose one of {', '.join(NEGATIVES)}")
+
+
+def row_shifted_sq_distances(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``-scale ||a_i - b_j||^2`` up to the row constant ``-scale ||a_i||^2``, i.e.
+    ``scale (2 a_i . b_j - ||b_j||^2)``, in one fused matmul (InfoNCE is invariant to row
+    constants)."""
+    return torch.addmm((b * b).sum(-1).mul(-scale)[None, :], a, b.T, alpha=2.0 * scale)
 
 
 def _check_common(negatives: str, beta: float) -> None:
@@ -169,9 +178,17 @@ class InfoNCE(ContrastiveLoss):
     def sim(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return pairwise_similarity(a, b, self.similarity, self.p) / self.temperature
 
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``sim(a, b)`` up to row constants, computed in as few passes as possible."""
+        if self.similarity == "lp" and self.p == 2:
+            return row_shifted_sq_distances(a, b, 1.0 / self.temperature)
+        if self.similarity == "dot":
+            return (a / self.temperature) @ b.T
+        return self.sim(a, b)
+
     def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
         return contrastive_loss(
-            h1.float(), h2.float(), self.sim, self.negatives, self.symmetric, self.beta
+            h1.float(), h2.float(), self.logits, self.negatives, self.symmetric, self.beta
         )
 
     def spec(self) -> dict[str, Any]:
@@ -216,9 +233,15 @@ class AnInfoNCE(ContrastiveLoss):
         w = self.lambdas().sqrt()
         return -0.5 * squared_distances(a * w, b * w)
 
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``sim(a, b)`` up to row constants: ``a Lambda b^T - 1/2 b Lambda b^T`` (one addmm)."""
+        lam = self.lambdas()
+        bl = b * lam
+        return torch.addmm((bl * b).sum(-1).mul(-0.5)[None, :], a, bl.T)
+
     def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
         return contrastive_loss(
-            h1.float(), h2.float(), self.sim, self.negatives, self.symmetric, self.beta
+            h1.float(), h2.float(), self.logits, self.negatives, self.symmetric, self.beta
         )
 
     def spec(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A run is driven by one *resolved config* (a JSON-ready dict, written to ``config
 ```
 {"format": "ident3d-run/1", "seed": 0, "steps": 30000, "batch_size": 1000,
  "data":  {"kind": "synthetic", n, space, marginal, conditional, sigma, kappa, lambdas, ...}
-          | {"kind": "dataset", "path": DIR, "pairs": "exact"|"knn", "knn_k", "mean", "std", ...},
+          | {"kind": "dataset", "path": DIR, "pairs": "exact"|"knn", "knn_conditional",
+            "knn_sigma", "mean", "std", "eval_path", "resident", "n_latents", "size"},
  "model": {"kind": "mlp"|"torchvision", ...},          # see ident3d.models
  "loss":  {"name": "infonce"|"aninfonce"|"ensemble", ...},  # see ident3d.losses
  "optim": {"lr": 1e-4, "lambda_lr": 1e-3, "weight_decay": 0.0},
@@ -131,10 +132,12 @@ def default_config(data_kind: str = "synthetic", loss: str = "infonce") -> dict[
             "kind": "dataset",
             "path": None,
             "pairs": "auto",
-            "knn_k": 1,
+            "knn_conditional": "normal",
+            "knn_sigma": 0.1,
             "mean": None,
             "std": None,
             "eval_path": None,
+            "resident": "auto",
         }
         cfg["model"] = default_model_spec("torchvision", 10)
     return cfg
@@ -216,16 +219,68 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _open_training_dataset(d: dict[str, Any], seed: int) -> Any:
+    """The torch dataset of a ``dataset`` data section: exact pairs or kNN pairs."""
+    from ident3d import data as data_mod
+
+    path = d.get("path")
+    if not path or not Path(path).exists():
+        raise UsageError(f"dataset {path} does not exist")
+    if d["pairs"] == "exact":
+        return data_mod.PairDataset(path)
+    return data_mod.KNNPairDataset(
+        path, conditional=d["knn_conditional"], sigma=float(d["knn_sigma"]), seed=seed
+    )
+
+
 def _resolve_dataset(cfg: dict[str, Any], user: dict[str, Any]) -> None:
+    """Fill in a dataset run's pair mode, normalisation and latent dimension from the data."""
     from ident3d import data as data_mod
 
     d = cfg["data"]
-    info = data_mod.describe_for_training(d["path"], d.get("pairs", "auto"), cfg["loss"]["name"])
-    d.update(info["data"])
+    path = d.get("path")
+    if not path or not Path(path).exists():
+        raise UsageError(f"dataset {path} does not exist")
+    try:
+        data_mod.detect_layout(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path} is not a dataset (no manifest.json or original layout)") from None
+    probe = data_mod.ImageDataset if d.get("pairs") != "exact" else data_mod.PairDataset
+    try:
+        ds = probe(path)
+        kind = "images"
+    except UsageError:
+        ds = data_mod.PairDataset(path)
+        kind = "pairs"
+    pairs = d.get("pairs", "auto")
+    if pairs == "auto":
+        pairs = "exact" if kind == "pairs" else "knn"
+    if pairs == "exact" and kind != "pairs":
+        raise UsageError(
+            f"{path} holds single images, not rendered pairs: a pair loss needs --pairs knn "
+            "(nearest-neighbour pairs) or a pairs dataset"
+        )
+    if pairs == "knn" and kind != "images":
+        raise UsageError(f"{path} holds rendered pairs: use --pairs exact (or auto)")
+    if pairs not in ("exact", "knn"):
+        raise UsageError(f"unknown pair mode {pairs!r}; choose auto, exact or knn")
+    d["pairs"] = pairs
+    n = len(ds)
+    if cfg["batch_size"] > n:
+        raise UsageError(f"--batch-size {cfg['batch_size']} is larger than the dataset ({n} items)")
+    if d.get("mean") is None or d.get("std") is None:
+        d["mean"] = [float(v) for v in ds.mean]
+        d["std"] = [float(v) for v in ds.std]
+    zdim = int(ds.latents.shape[-1])
+    d["n_latents"] = zdim
+    d["size"] = n
+    if d.get("eval_path") is not None and not Path(d["eval_path"]).exists():
+        raise UsageError(f"evaluation dataset {d['eval_path']} does not exist")
     m = cfg["model"]
     if "n_out" not in (user.get("model") or {}):
-        m["n_out"] = info["n_latents"]
-        m["head_features"] = 10 * info["n_latents"]
+        m["n_out"] = zdim
+        if "head_features" not in (user.get("model") or {}):
+            m["head_features"] = 10 * zdim
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -259,62 +314,35 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def _numpy_lambda_error(
-    learned: np.ndarray, true: np.ndarray, match: np.ndarray | None
+def score(
+    h: np.ndarray,
+    z: np.ndarray,
+    learned_lambdas: np.ndarray | None = None,
+    true_lambdas: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """The in-loop scores of encodings ``h`` against latents ``z`` with :mod:`ident3d.metrics`:
+    linear R^2 (OLS fitted on the first half, scored on the second; mean and per latent), the
+    Pearson MCC with its matching (``match[i]`` = encoder dim of latent ``i``) and, for
+    AnInfoNCE on anisotropic data, the learned lambdas against the true Lambda."""
+    from ident3d import metrics
+
+    r2 = metrics.linear_r2(h, z)
+    m = metrics.mcc(h, z)
     out: dict[str, Any] = {
-        "lambda_sorted_rel_error": float(
-            np.mean(np.abs(np.sort(learned) - np.sort(true)) / np.sort(true))
-        )
+        "r2": r2.mean,
+        "r2_per_dim": r2.per_factor,
+        "mcc": m.mean,
+        "match": m.matching,
     }
-    if match is not None:
-        # match[k] = latent index of encoder dim k
-        lam_by_latent = np.empty_like(true)
-        lam_by_latent[match] = learned
-        out["lambda_matched"] = lam_by_latent.tolist()
-        out["lambda_matched_rel_error"] = float(np.mean(np.abs(lam_by_latent - true) / true))
-        out["lambda_true_order"] = (
-            bool(
-                np.array_equal(
-                    np.argsort(lam_by_latent, kind="stable"), np.argsort(true, kind="stable")
-                )
-            )
-            if len(set(true.tolist())) == len(true)
-            else None
-        )
+    if learned_lambdas is not None:
+        out["lambda"] = [float(v) for v in learned_lambdas]
+        if true_lambdas is not None and len(true_lambdas) == len(learned_lambdas):
+            lam = metrics.compare_lambdas(learned_lambdas, true_lambdas, m.matching)
+            out["lambda_matched"] = lam.learned_matched
+            out["lambda_rel_error"] = lam.mean_relative_error
+            out["lambda_sorted_rel_error"] = lam.mean_sorted_relative_error
+            out["lambda_rank_corr"] = lam.rank_correlation
     return out
-
-
-def score(h: np.ndarray, z: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """The in-loop scores of encodings ``h`` against latents ``z`` (the papers' protocol):
-    linear R^2 (ordinary least squares with an intercept from ``h`` to each latent, fitted on
-    a random half and scored on the other, per latent and its mean) and the MCC (mean absolute
-    Pearson correlation after Hungarian matching of dimensions); ``match[k]`` is the latent
-    matched to encoder dimension ``k``."""
-    from scipy.optimize import linear_sum_assignment
-
-    h = np.asarray(h, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64)
-    n = len(h)
-    perm = np.random.default_rng(seed).permutation(n)
-    tr, te = perm[: n // 2], perm[n // 2 :]
-    x = np.concatenate([h, np.ones((n, 1))], axis=1)
-    w, *_ = np.linalg.lstsq(x[tr], z[tr], rcond=None)
-    resid = ((z[te] - x[te] @ w) ** 2).sum(0)
-    total = ((z[te] - z[te].mean(0)) ** 2).sum(0)
-    r2 = 1.0 - resid / np.maximum(total, 1e-300)
-    d = h.shape[1]
-    c = np.corrcoef(h.T, z.T)[:d, d:]
-    c = np.nan_to_num(np.abs(c))
-    rows, cols = linear_sum_assignment(-c)
-    match = np.full(d, -1)
-    match[rows] = cols
-    return {
-        "r2": float(r2.mean()),
-        "r2_per_dim": [float(v) for v in r2],
-        "mcc": float(c[rows, cols].mean()),
-        "match": match.tolist(),
-    }
 
 
 # ----------------------------------------------------------------------------- data sources
@@ -352,6 +380,14 @@ class SyntheticSource:
         x, z = self._eval
         return x, z.double().cpu().numpy()
 
+    def encode_eval(self, encoder: nn.Module, amp: bool) -> torch.Tensor:
+        x, _ = self.eval_set()
+        outs = []
+        for xb in torch.split(x, 1024):
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=amp):
+                outs.append(encoder(xb).float())
+        return torch.cat(outs)
+
     def state(self) -> dict[str, Any]:
         return {"data_generator": self.gen.get_state()}
 
@@ -365,15 +401,199 @@ class SyntheticSource:
         pass
 
 
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of item indices for steps ``start, start + 1, ...``: step ``s`` is batch
+    ``s mod (N // B)`` of epoch ``s // (N // B)`` of a seeded per-epoch shuffle (kNN datasets
+    get ``(epoch, i)`` items), so the data position is a function of the step alone."""
+
+    def __init__(
+        self,
+        n: int,
+        batch: int,
+        seed: int,
+        start: int,
+        stop: int,
+        rank: int,
+        world: int,
+        with_epoch: bool,
+    ) -> None:
+        self.n, self.batch, self.seed = n, batch, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.with_epoch = with_epoch
+        self.per_epoch = n // (batch * world)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def indices(self, step: int) -> list[Any]:
+        from ident3d.data import EpochSampler
+
+        epoch, j = divmod(step, self.per_epoch)
+        order = EpochSampler(self.n, shuffle=True, seed=self.seed).order(epoch)
+        lo = (j * self.world + self.rank) * self.batch
+        idx = order[lo : lo + self.batch].tolist()
+        return [(epoch, i) for i in idx] if self.with_epoch else idx
+
+    def __iter__(self) -> Any:
+        for s in range(self.start, self.stop):
+            yield self.indices(s)
+
+
+class DatasetSource:
+    """Pairs from a stored dataset (exact rendered pairs or kNN pairs of i.i.d. renders),
+    loaded by DataLoader workers as uint8 and normalised on the device; or, with the
+    GPU-resident path, served from one uint8 tensor on the device."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
+        start_step: int = 0,
+    ) -> None:
+        from ident3d import data as data_mod
+
+        d = cfg["data"]
+        self.cfg, self.device = cfg, device
+        self.seed = int(cfg["seed"])
+        self.batch = int(cfg["batch_size"]) // world
+        self.eval_samples = int(cfg["loop"]["eval_samples"])
+        resident = d.get("resident", "auto")
+        if resident == "auto":
+            resident = device.type == "cuda" and _fits_on_device(d, device)
+        self.resident = bool(resident)
+        self.norm = data_mod.Normalize(d["mean"], d["std"]).to(device)
+        self.channels_last = bool(cfg["loop"].get("channels_last", True))
+        if self.resident:
+            mode = "pairs" if d["pairs"] == "exact" else "knn"
+            self.gpu = data_mod.GPUDataset(
+                d["path"],
+                device,
+                mode=mode,
+                conditional=d["knn_conditional"],
+                sigma=float(d["knn_sigma"]),
+                seed=self.seed,
+            )
+            n = len(self.gpu)
+            self.steps = _StepBatches(
+                n, self.batch, self.seed, start_step, int(cfg["steps"]), rank, world, False
+            )
+            self._it = None
+        else:
+            ds = _open_training_dataset(d, self.seed)
+            n = len(ds)
+            self.steps = _StepBatches(
+                n,
+                self.batch,
+                self.seed,
+                start_step,
+                int(cfg["steps"]),
+                rank,
+                world,
+                d["pairs"] == "knn",
+            )
+            workers = int(cfg["loop"].get("num_workers", 0))
+            kw: dict[str, Any] = {}
+            if workers > 0:
+                kw = {"persistent_workers": False, "prefetch_factor": 4}
+            loader = torch.utils.data.DataLoader(
+                ds,
+                batch_sampler=self.steps,
+                num_workers=workers,
+                collate_fn=data_mod.collate,
+                pin_memory=device.type == "cuda",
+                **kw,
+            )
+            self._it = iter(loader)
+        if self.steps.per_epoch < 1:
+            raise UsageError(
+                f"--batch-size {cfg['batch_size']} is larger than the dataset ({n} items)"
+            )
+        self._eval: tuple[torch.Tensor, np.ndarray] | None = None
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        f = self.norm(x)
+        if self.channels_last:
+            f = f.contiguous(memory_format=torch.channels_last)
+        return f
+
+    def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.resident:
+            idx = self.steps.indices(step)
+            epoch = step // self.steps.per_epoch
+            x1, x2, _, _ = self.gpu.get_batch(idx, epoch)
+        else:
+            assert self._it is not None
+            x1, x2, _, _ = next(self._it)
+        return self._prep(x1), self._prep(x2)
+
+    def eval_set(self) -> tuple[torch.Tensor, np.ndarray]:
+        """The first ``eval_samples`` images of ``eval_path`` (or of the training set; pairs:
+        the first view) with their latents; kept as uint8 and preprocessed per chunk."""
+        if self._eval is None:
+            from ident3d import data as data_mod
+
+            d = self.cfg["data"]
+            path = d.get("eval_path") or d["path"]
+            try:
+                ds: Any = data_mod.ImageDataset(path)
+                k = min(self.eval_samples, len(ds))
+                x, z = ds.__getitems__(list(range(k))).batch[:2]
+            except UsageError:
+                ds = data_mod.PairDataset(path)
+                k = min(self.eval_samples, len(ds))
+                x, _, z, _ = ds.__getitems__(list(range(k))).batch
+            self._eval = (x.clone(), z.double().numpy())
+        return self._eval
+
+    def encode_eval(self, encoder: nn.Module, amp: bool) -> torch.Tensor:
+        x, _ = self.eval_set()
+        outs = []
+        for xb in torch.split(x, 256):
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=amp):
+                outs.append(encoder(self._prep(xb)).float())
+        return torch.cat(outs)
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        pass
+
+    def extra_checkpoint(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self._it = None
+
+
+def _fits_on_device(d: dict[str, Any], device: torch.device) -> bool:
+    """Whether the dataset's images take under 40% of the device's free memory."""
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return False
+    from ident3d import data as data_mod
+
+    ds = (
+        data_mod.PairDataset(d["path"])
+        if d["pairs"] == "exact"
+        else data_mod.ImageDataset(d["path"])
+    )
+    per = int(np.prod(ds.source.image_shape))
+    return per * len(ds) < 0.4 * free
+
+
 def _make_source(
     cfg: dict[str, Any], device: torch.device, rank: int, world: int, ckpt: dict[str, Any] | None
 ) -> Any:
     if cfg["data"]["kind"] == "synthetic":
         mixing = ckpt.get("mixing") if ckpt else None
         return SyntheticSource(cfg, device, rank, mixing)
-    from ident3d import data as data_mod
-
-    return data_mod.TrainingSource(cfg, device, rank=rank, world_size=world)
+    start = int(ckpt["step"]) if ckpt else 0
+    return DatasetSource(cfg, device, rank, world, start)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -578,30 +798,17 @@ def train(
         pending_steps.clear()
 
     def evaluate() -> None:
-        x, z = source.eval_set()
+        _, z = source.eval_set()
         encoder.eval()
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            hs = [encoder(xb) for xb in torch.split(x, 1024)]
+        with torch.no_grad():
+            h = source.encode_eval(encoder, amp).double().cpu().numpy()
         encoder.train()
-        h = torch.cat(hs).double().cpu().numpy()
-        sc = score(h, z, seed=seed)
-        row: dict[str, Any] = {
-            "kind": "eval",
-            "step": step,
-            "r2": sc["r2"],
-            "mcc": sc["mcc"],
-            "r2_per_dim": sc["r2_per_dim"],
-            "match": sc["match"],
-        }
         lam = loss_fn.lambdas()
+        learned = None if lam is None else lam.detach().double().cpu().numpy()
         true = getattr(getattr(source, "dgp", None), "true_lambdas", None)
-        if lam is not None:
-            learned = lam.detach().float().cpu().numpy().astype(np.float64)
-            row["lambda"] = learned.tolist()
-            if true is not None and len(true) == len(learned):
-                row.update(_numpy_lambda_error(learned, true, np.asarray(sc["match"])))
+        row: dict[str, Any] = {"kind": "eval", "step": step, **score(h, z, learned, true)}
         log.write([row])
-        latest.update(r2=sc["r2"], mcc=sc["mcc"])
+        latest.update(r2=row["r2"], mcc=row["mcc"])
 
     def checkpoint() -> None:
         sources = [source.state()]

@@ -157,7 +157,16 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
     help="Pairs of a dataset: exact rendered pairs or kNN pairs of i.i.d. renders (default auto).",
 )
 @click.option(
-    "--knn-k", type=int, default=None, help="kNN pairs: neighbours to choose from (default 1)."
+    "--knn-conditional",
+    type=click.Choice(["normal", "laplace", "gennormal"]),
+    default=None,
+    help="kNN pairs: conditional drawn before the nearest-neighbour snap (default normal).",
+)
+@click.option("--knn-sigma", type=float, default=None, help="kNN pairs: its scale (default 0.1).")
+@click.option(
+    "--resident/--no-resident",
+    default=None,
+    help="Hold the dataset on the device (default: on CUDA when it fits in 40% of free memory).",
 )
 @click.option(
     "--eval-data", default=None, help="Dataset for periodic evaluation (default: the training set)."
@@ -262,7 +271,13 @@ def train(**o: Any) -> None:
         )
     if o["dims"] is not None:
         _put(user, "data", "dims", [int(v) for v in _floats(o["dims"], "--dims")])
-    for flag, key in (("pairs", "pairs"), ("knn_k", "knn_k"), ("eval_data", "eval_path")):
+    for flag, key in (
+        ("pairs", "pairs"),
+        ("knn_conditional", "knn_conditional"),
+        ("knn_sigma", "knn_sigma"),
+        ("eval_data", "eval_path"),
+        ("resident", "resident"),
+    ):
         _put(user, "data", key, o[flag])
     for flag in (
         "checkpoint_every",

@@ -761,7 +761,8 @@ def evaluate_run(
 ) -> tuple[EvalResult, list[Path]]:
     """Load a run (directory or checkpoint), encode ``data`` (``"synthetic"`` or a dataset
     directory), compute every metric and write the report into ``out`` (default
-    ``<run>/eval``). Returns the result and the written files."""
+    ``<run>/eval``, or ``<run>/eval-step-XXXXXXXX`` for a checkpoint other than
+    ``last.pt``). Returns the result and the written files."""
     from ident3d.train import load_run, pick_device
 
     dev = pick_device(device)
@@ -821,7 +822,11 @@ def evaluate_run(
     rep["timing"]["encode_s"] = enc.encode_s
     rep["device"] = str(dev)
     rep["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    out = Path(out) if out is not None else Path(run.path) / "eval"
+    if out is None:  # RUN/eval for the last checkpoint, RUN/eval-step-XXXXXXXX for another
+        out = Path(run.path) / (
+            "eval" if not ck.is_file() or ck.name == "last.pt" else f"eval-{ck.stem}"
+        )
+    out = Path(out)
     written = write_report(result, out)
     return result, written
 

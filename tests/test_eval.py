@@ -291,6 +291,22 @@ def test_eval_default_out_and_compare_runs(synthetic_run, capsys):
     assert code == 0, err
     rep = ev.load_report(synthetic_run)  # run dir -> RUN/eval/report.json
     assert rep["dataset"]["seed"] == 3
+    ck10 = synthetic_run / "checkpoints" / "step-00000010.pt"
+    code, _, err = _main(
+        [
+            "eval",
+            "--checkpoint",
+            str(ck10),
+            "--data",
+            "synthetic",
+            "--samples",
+            "200",
+            "--no-kernel",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert ev.load_report(synthetic_run / "eval-step-00000010")["source"]["step"] == 10
     text, written = ev.compare([synthetic_run, synthetic_run / "eval" / "report.json"])
     assert written == [] and "an3@20#1" in text and "an3@20#2" in text
 

@@ -40,7 +40,8 @@ def _parse_blocks(specs: tuple[str, ...]) -> dict[str, list[str]]:
     "--out",
     type=click.Path(path_type=Path),
     default=None,
-    help="Report directory (default RUN/eval); with --compare, where compare.md/png go.",
+    help="Report directory (default RUN/eval, RUN/eval-step-N for --checkpoint); with "
+    "--compare, where compare.md/png go.",
 )
 @click.option(
     "--compare",

@@ -671,7 +671,7 @@ def _bars(ax: Any, labels: Sequence[str], series: dict[str, Sequence[Any]], ylab
     ax.set_ylim(max(lo, -0.5), 1.02)
     ax.axhline(0, color="black", lw=0.6)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def plot_r2_bars(report: dict[str, Any]) -> Any:

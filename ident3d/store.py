@@ -38,7 +38,8 @@ Reading::
     ds.mean, ds.std                  # per channel (R, G, B), in [0, 1] units (ToTensor scale)
     s = ds.read(i)                   # Sample(images, raw, scene, cls); images uint8 (H, W, 3)
                                      # or (2, H, W, 3); raw float32; scene float32; cls int|None
-    b = ds.read_slice(a, b)          # the same fields batched along axis 0 (contiguous range)
+    b = ds.read_slice(a, b)          # the same fields batched along axis 0 (contiguous range);
+                                     # out=buf fills a preallocated uint8 image buffer
     ds.shards()                      # [ShardInfo(index, file, path, start, count, sha256, ...)]
     ds.raw_latents(), ds.scene_latents(), ds.classes()   # whole tables, (N, ...) numpy
 
@@ -48,9 +49,11 @@ a shard are loaded into memory when the shard is first touched; images are read 
 (one HDF5 chunk) at a time or as one contiguous slice, never with index lists (h5py fancy
 indexing is quadratic).
 
-Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`read_manifest`,
-:func:`verify_dataset`, :func:`describe_dataset`, :func:`convert_original`,
-:func:`export_original`.
+Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`is_complete`,
+:func:`read_manifest`, :func:`shard_range`, :func:`verify_dataset` (``ident3d verify``),
+:func:`describe_dataset` (``ident3d info``), :func:`convert_original` (``ident3d convert``),
+:func:`export_original` (``ident3d export``), :func:`index_digits`, and the original-layout
+readers :func:`scan_original_layout` and :func:`decode_png`.
 """
 
 from __future__ import annotations

@@ -360,3 +360,19 @@ def test_lz4_readable_in_a_fresh_process(tmp_path: Path) -> None:
         f"assert store.verify_dataset({str(root)!r}).ok"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_rewriting_a_shard_replaces_its_entry(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    images, raw, scene = _make(root, n=20, shard_size=10)
+    other = images[::-1].copy()
+    with store.ShardWriter(root, 1, 10, 10, "images", H, W, 10) as w:
+        w.write_batch(0, other[10:20], raw[10:20], scene[10:20])
+    m = store.read_manifest(root)
+    assert [e["index"] for e in m["shards"]] == [0, 1]
+    assert store.verify_dataset(root).ok
+    ds = store.open_dataset(root)
+    np.testing.assert_array_equal(ds.read_slice(10, 20).images, other[10:20])
+    np.testing.assert_allclose(
+        ds.mean, np.concatenate([images[:10], other[10:20]]).reshape(-1, 3).mean(0) / 255
+    )

@@ -37,6 +37,7 @@ Reading::
     len(ds), ds.kind, ds.height, ds.width, ds.raw_dim, ds.class_names, ds.manifest
     ds.mean, ds.std                  # per channel (R, G, B), in [0, 1] units (ToTensor scale)
     s = ds.read(i)                   # Sample(images, raw, scene, cls); images uint8 (H, W, 3)
+    ds.read_into(i, buf)             # only the images, into a preallocated uint8 buffer
                                      # or (2, H, W, 3); raw float32; scene float32; cls int|None
     b = ds.read_slice(a, b)          # the same fields batched along axis 0 (contiguous range);
                                      # out=buf fills a preallocated uint8 image buffer
@@ -951,6 +952,16 @@ class Dataset:
         i = self._index(i)
         k, j = divmod(i, self.shard_size)
         return self._shard(k).read(j)
+
+    def read_into(self, i: int, out: np.ndarray) -> None:
+        """Images of sample ``i`` into ``out``, a C-contiguous uint8 array of ``image_shape``
+        (e.g. one row of a pinned batch buffer): one HDF5 chunk, no intermediate array for
+        uncompressed shards."""
+        if out.shape != self.image_shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {self.image_shape}")
+        i = self._index(i)
+        k, j = divmod(i, self.shard_size)
+        self._shard(k).read_into(j, out)
 
     def read_slice(self, a: int, b: int, out: np.ndarray | None = None) -> Sample:
         """Samples ``a .. b-1`` batched on axis 0 (contiguous reads, one per shard touched).

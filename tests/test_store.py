@@ -344,6 +344,16 @@ def test_read_slice_into_buffer(tmp_path: Path) -> None:
     np.testing.assert_array_equal(buf, images[8:20])
     with pytest.raises(ValueError, match="C-contiguous"):
         ds.read_slice(8, 19, out=buf)
+    one = np.zeros((H, W, 3), np.uint8)
+    ds.read_into(21, one)
+    np.testing.assert_array_equal(one, images[21])
+    root2 = tmp_path / "uncompressed"  # the direct-chunk path
+    imgs2, _, _ = _make(root2, n=5, shard_size=5, compression="none")
+    ds2 = store.open_dataset(root2)
+    ds2.read_into(3, one)
+    np.testing.assert_array_equal(one, imgs2[3])
+    with pytest.raises(ValueError):
+        ds2.read_into(3, np.zeros((H, W, 3), np.float32))
 
 
 def test_lz4_readable_in_a_fresh_process(tmp_path: Path) -> None:

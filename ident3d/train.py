@@ -245,9 +245,8 @@ def _resolve_dataset(cfg: dict[str, Any], user: dict[str, Any]) -> None:
         data_mod.detect_layout(path)
     except FileNotFoundError:
         raise UsageError(f"{path} is not a dataset (no manifest.json or original layout)") from None
-    probe = data_mod.ImageDataset if d.get("pairs") != "exact" else data_mod.PairDataset
     try:
-        ds = probe(path)
+        ds = data_mod.ImageDataset(path)
         kind = "images"
     except UsageError:
         ds = data_mod.PairDataset(path)

@@ -9,9 +9,10 @@ this machine in this run and printed; nothing is asserted.
    PSNR / SSIM of each image against the ``reference`` image of the same latents.
 2. Frame hand-off: the renderer's own split of the per-frame time into setting the
    parameters, Cycles' render call and getting the pixels into numpy (BMP in /dev/shm).
-3. Worker scaling: images/s of ``ident3d.render.render_dataset`` with W = 1 and W = 2 worker
-   processes (threads = cores / W) at the ``fast`` preset, and the scaling efficiency
-   ``ips(W) / (W * ips(1))``.
+3. Worker scaling: images/s of ``ident3d.render.render_dataset`` at the ``fast`` preset with
+   (workers, threads per worker) = (1, 1), (2, 1) and (1, 2), and the scaling efficiency
+   ``ips(W=2) / (2 * ips(W=1))`` at one thread per worker; (1, 2) vs (2, 1) compares threads
+   with processes on the same two cores.
 4. Worker memory: RSS of one worker process rendering ``--memory-frames`` frames at a cheap
    setting (1 sample, no denoising, 32 x 32), sampled every 10%, plus Blender's datablock
    counts at the start and the end.
@@ -147,9 +148,10 @@ def bench_quality(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
 
 
 def bench_scaling(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
+    """images/s of render_dataset for (workers, threads) = (1, 1), (2, 1) and (1, 2)."""
     out: dict[str, Any] = {}
     mapping = preset.mapping("box")
-    for w in (1, 2):
+    for w, t in ((1, 1), (2, 1), (1, 2)):
         tmp = Path(tempfile.mkdtemp(prefix="ident3d-bench-"))
         try:
             job = R.RenderJob(
@@ -163,21 +165,22 @@ def bench_scaling(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
                 seed=1,
                 model=LatentModel(mapping.default_space()),
             )
-            s = R.render_dataset(job, tmp / "d", workers=w, progress=False, shard_size=10_000)
-            # exclude process start-up and scene build: time from the first result on is not
-            # exposed, so report both the end-to-end rate and the workers' own render time
+            s = R.render_dataset(
+                job, tmp / "d", workers=w, threads=t, progress=False, shard_size=10_000
+            )
+            # end to end includes spawning the workers and building their scenes (~1-2 s);
+            # steady = frames / the busiest worker's own render time
             per = [st["render"] + st["apply"] + st["handoff"] for st in s.worker_stats.values()]
             frames = sum(int(st["frames"]) for st in s.worker_stats.values())
-            out[w] = {
+            out[f"W{w}T{t}"] = {
                 "images_per_s_end_to_end": s.images_per_s,
                 "seconds": s.seconds,
-                "worker_busy_s": per,
                 "images_per_s_steady": frames / max(per),
             }
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     for key in ("images_per_s_end_to_end", "images_per_s_steady"):
-        out[f"efficiency_{key}"] = out[2][key] / (2 * out[1][key])
+        out[f"efficiency_{key}"] = out["W2T1"][key] / (2 * out["W1T1"][key])
     return out
 
 
@@ -265,14 +268,15 @@ def main() -> None:
         sc = bench_scaling(args, preset)
         results["scaling"] = sc
         print(f"\n3. worker scaling, fast preset, {args.scaling_frames} images")
-        for w in (1, 2):
+        for key in ("W1T1", "W2T1", "W1T2"):
+            r = sc[key]
             print(
-                f"W={w}: {sc[w]['images_per_s_end_to_end']:.2f} images/s end to end "
-                f"({sc[w]['seconds']:.1f} s incl. start-up), "
-                f"{sc[w]['images_per_s_steady']:.2f} images/s steady"
+                f"{key}: {r['images_per_s_end_to_end']:.2f} images/s end to end "
+                f"({r['seconds']:.1f} s incl. start-up), {r['images_per_s_steady']:.2f} steady"
             )
         print(
-            f"efficiency W=2: {sc['efficiency_images_per_s_end_to_end']:.2f} end to end, "
+            f"efficiency W=2 vs W=1 (1 thread each): "
+            f"{sc['efficiency_images_per_s_end_to_end']:.2f} end to end, "
             f"{sc['efficiency_images_per_s_steady']:.2f} steady"
         )
     if "memory" not in args.skip:

@@ -833,8 +833,11 @@ def traversal_figure(
             ax.set_xlabel(f"{values[i, j]:+.2f}", fontsize=6, labelpad=1)
             if i == 0:
                 ax.set_title(names[j], fontsize=8)
-    fig.suptitle("latent traversal: one column per factor, rows step along it", fontsize=9)
-    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
+    fig.suptitle(
+        "latent traversal: one column per factor, each row a step along it (value below)",
+        fontsize=9,
+    )
+    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2, rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / (steps + 1)))
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     fig.savefig(tmp, dpi=130)

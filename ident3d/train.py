@@ -356,10 +356,11 @@ class SyntheticSource:
         device: torch.device,
         rank: int = 0,
         mixing_state: dict[str, torch.Tensor] | None = None,
+        world: int = 1,
     ) -> None:
         self.dgp = build_dgp(cfg["data"], device, mixing_state)
         self.device = device
-        self.batch = cfg["batch_size"]
+        self.batch = int(cfg["batch_size"]) // world
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(_stream_seed(cfg["seed"], 1 + rank))
         self.eval_seed = _stream_seed(cfg["seed"], 1000)
@@ -590,7 +591,7 @@ def _make_source(
 ) -> Any:
     if cfg["data"]["kind"] == "synthetic":
         mixing = ckpt.get("mixing") if ckpt else None
-        return SyntheticSource(cfg, device, rank, mixing)
+        return SyntheticSource(cfg, device, rank, mixing, world)
     start = int(ckpt["step"]) if ckpt else 0
     return DatasetSource(cfg, device, rank, world, start)
 
@@ -736,7 +737,7 @@ def train(
 
     if dist_info.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if not (out / "config.json").exists() or not resume:
+        if not resume or json.loads((out / "config.json").read_text()) != config:
             _atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     log = _MetricsLog(out / "metrics.jsonl", resume_bytes, dist_info.main)
 

@@ -351,3 +351,17 @@ def test_load_run_rejects_foreign_files(tmp_path):
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UsageError, match="does not match"):
         load_run(out)
+
+
+@pytest.mark.gpu
+def test_cuda_run_with_bf16_autocast(tmp_path):
+    out = tmp_path / "run"
+    cfg = resolve_config({"steps": 20, "batch_size": 256, "data": {"kind": "synthetic"},
+                          "loss": {"name": "aninfonce"},
+                          "loop": {"eval_every": 20, "device": "cuda", "amp": "auto"}})  # fmt: skip
+    train(cfg, out, progress=False)
+    ev = _rows(out, "eval")[-1]
+    assert ev["step"] == 20 and np.isfinite(ev["r2"])
+    run = load_run(out, device="cuda")
+    _, x = run.dgp.sample(128, torch.Generator(device="cuda").manual_seed(0))
+    assert run.encode(x).device.type == "cuda"

@@ -382,14 +382,21 @@ def test_knn_loader_same_pairs_any_workers(store: tuple[Path, np.ndarray, np.nda
     assert {e for e, *_ in results[0]} == {0, 1}
 
 
-def test_torch_backend_matches_kdtree() -> None:
-    rng = np.random.default_rng(0)
-    table = rng.uniform(-1, 1, (3000, 10)).astype(np.float32)
-    q = rng.uniform(-1, 1, (500, 10))
-    dk, ik = D.NearestNeighbours(table, "kdtree").query(q, 2)
-    dt, it = D.NearestNeighbours(table, "torch", "cpu").query(q, 2)
-    assert np.array_equal(ik, it.numpy())
-    assert np.allclose(dk, dt.numpy(), atol=1e-5)
+@pytest.mark.parametrize("n", [1, 2, 700, 3000, 40_000])
+def test_backends_agree_with_brute_force(n: int) -> None:
+    rng = np.random.default_rng(n)
+    table = rng.uniform(-1, 1, (n, 10)).astype(np.float32)
+    q = rng.uniform(-1, 1, (300, 10))
+    k = min(2, n)
+    t64 = table.astype(np.float64)
+    sq = (q**2).sum(1)[:, None] - 2 * q @ t64.T + (t64**2).sum(1)[None]
+    true = np.sqrt(np.maximum(sq, 0))
+    want = np.argsort(true, axis=1, kind="stable")[:, :k]
+    for backend in ("blocks", "kdtree", "torch"):
+        d, i = D.NearestNeighbours(table, backend, "cpu").query(q, k)
+        d, i = np.asarray(d), np.asarray(i)
+        assert np.array_equal(i, want), backend
+        assert np.allclose(d, np.take_along_axis(true, want, 1), atol=1e-5), backend
 
 
 def test_simulation_reproduces_original_gap() -> None:

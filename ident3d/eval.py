@@ -336,6 +336,10 @@ def evaluate(
     kernel_protocol: dict[str, Any] = {"skipped": "disabled (--no-kernel)"}
     if kernel:
         fit = min(metrics.KERNEL_FIT_SAMPLES, n // 2) if kernel_fit is None else int(kernel_fit)
+        if kernel_fit is None and fit < 6:
+            raise UsageError(
+                f"too few samples for kernel ridge: {n} (need at least 12; or use --no-kernel)."
+            )
         if kernel_fit is not None and fit > n - 2:
             raise UsageError(
                 f"too few samples for the kernel split: --kernel-fit {fit} of {n} samples "

@@ -155,6 +155,8 @@ def test_evaluate_defaults_and_errors():
     assert r["protocol"]["kernel"]["skipped"]
     with pytest.raises(UsageError, match="too few samples"):
         ev.evaluate(h[:3], z[:3], kernel=False)
+    with pytest.raises(UsageError, match="no-kernel"):
+        ev.evaluate(h[:10], z[:10])
     with pytest.raises(UsageError, match="kernel split"):
         ev.evaluate(h, z, kernel_fit=79)
     with pytest.raises(UsageError, match="names"):

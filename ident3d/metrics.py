@@ -131,7 +131,7 @@ def _ols_fit(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     const = xc.abs().amax(0) <= 1e-12 * scale
     xc = xc.masked_fill(const[None, :], 0.0)
     u, s, vh = torch.linalg.svd(xc, full_matrices=False)
-    tol = (s.max() if s.numel() else torch.tensor(0.0)) * max(xc.shape) * torch.finfo(x.dtype).eps
+    tol = s.max() * max(xc.shape) * torch.finfo(x.dtype).eps
     inv = torch.where(s > tol, 1.0 / torch.where(s > tol, s, 1.0), 0.0)
     coef = vh.T @ (inv[:, None] * (u.T @ yc))
     intercept = y_mean - x_mean @ coef
@@ -332,8 +332,10 @@ def _standardise_like(fit: torch.Tensor, *others: torch.Tensor) -> list[torch.Te
 
 def _rbf(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
     """``exp(-gamma * ||x_i - y_j||^2)``, squared distances as scikit-learn computes them
-    (``|x|^2 + |y|^2 - 2 x.y``, clipped at 0)."""
+    (``|x|^2 + |y|^2 - 2 x.y``, clipped at 0, an exact 0 diagonal when ``x is y``)."""
     d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
+    if x is y:
+        d.fill_diagonal_(0.0)
     return torch.exp(d.clamp_min_(0.0).mul_(-gamma))
 
 

@@ -515,9 +515,15 @@ def default_threads(workers: int) -> int:
 
 
 def default_workers() -> int:
-    """Worker processes when ``--workers`` is not given: one per core (each single-threaded;
-    see docs/render.md for the measurement), at most ``MAX_DEFAULT_WORKERS``."""
-    return max(1, min(default_threads(1), MAX_DEFAULT_WORKERS))
+    """Worker processes when ``--workers`` is not given: one per 4 cores (at least 1, at most
+    ``MAX_DEFAULT_WORKERS``), each with cores / W Cycles threads.
+
+    On 2 cores, 1 worker x 2 threads and 2 workers x 1 thread rendered the same images/s at
+    224 px (benchmarks/bench_render.py), and one worker starts faster and holds one Blender
+    (~0.5 GB) instead of two; on many cores a few processes keep Cycles' per-frame serial
+    work (scene sync, denoiser set-up, hand-off) from limiting the thread scaling.
+    """
+    return max(1, min(default_threads(1) // 4, MAX_DEFAULT_WORKERS))
 
 
 def iter_tasks(job: RenderJob, root: Path, shards: Sequence[int], chunk: int) -> Iterator[Task]:

@@ -8,7 +8,8 @@ this machine in this run and printed; nothing is asserted.
    2 Cycles threads unless ``--threads``): seconds per image, speed-up over ``reference`` and
    PSNR / SSIM of each image against the ``reference`` image of the same latents.
 2. Frame hand-off: the renderer's own split of the per-frame time into setting the
-   parameters, Cycles' render call and getting the pixels into numpy (BMP in /dev/shm).
+   parameters, Cycles' render call and getting the pixels into numpy (BMP in /dev/shm); and
+   the hand-off alone per file format (BMP parsed with numpy vs PNG decoded with PIL).
 3. Worker scaling: images/s of ``ident3d.render.render_dataset`` at the ``fast`` preset with
    (workers, threads per worker) = (1, 1), (2, 1) and (1, 2), and the scaling efficiency
    ``ips(W=2) / (2 * ips(W=1))`` at one thread per worker; (1, 2) vs (2, 1) compares threads
@@ -211,6 +212,42 @@ def bench_memory(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
     }
 
 
+def bench_handoff(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
+    """Cost of getting one rendered 224 px frame into numpy, per file format (after one
+    render; the render result stays in memory, so only the hand-off is timed)."""
+    import bpy
+    from ident3d.blender.scene import SceneRenderer, read_bmp
+    from PIL import Image
+
+    r = SceneRenderer(preset.data, preset.quality("fast"), args.resolution, threads=args.threads)
+    r.render(fixed_frames(preset, 1)[0], seed=0)
+    result = bpy.data.images["Render Result"]
+    img = r.scene.render.image_settings
+    out: dict[str, Any] = {}
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    cases = [("BMP + numpy parse", "BMP", None), ("PNG level 0 + PIL", "PNG", 0),
+             ("PNG level 15 + PIL", "PNG", 15)]  # fmt: skip
+    for label, fmt, level in cases:
+        img.file_format = fmt
+        if level is not None:
+            img.compression = level
+        path = os.path.join(shm, f"ident3d-handoff.{fmt.lower()}")
+        reps = args.handoff_reps
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            result.save_render(path, scene=r.scene)
+            if fmt == "BMP":
+                a = read_bmp(path)
+            else:
+                with Image.open(path) as im:
+                    a = np.asarray(im.convert("RGB"))
+        out[label] = {"ms": 1000 * (time.perf_counter() - t0) / reps, "shape": a.shape}
+        os.unlink(path)
+    img.file_format = "BMP"
+    r.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--frames", type=int, default=32)
@@ -222,7 +259,10 @@ def main() -> None:
     ap.add_argument("--scaling-frames", type=int, default=48)
     ap.add_argument("--memory-frames", type=int, default=10_000)
     ap.add_argument("--memory-resolution", type=int, default=32)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["quality", "scaling", "memory"])
+    ap.add_argument("--handoff-reps", type=int, default=50)
+    ap.add_argument(
+        "--skip", nargs="*", default=[], choices=["quality", "handoff", "scaling", "memory"]
+    )
     ap.add_argument("--save-images", default=None, help="save all rendered images (.npz)")
     ap.add_argument("--json", default=None, help="also write the results as JSON")
     args = ap.parse_args()
@@ -264,6 +304,12 @@ def main() -> None:
         for name, res in q.items():
             sp = res["split_ms"]
             print(f"{name:<12}{sp['apply']:>8.2f}{sp['render']:>10.1f}{sp['handoff']:>8.2f}")
+    if "handoff" not in args.skip:
+        h = bench_handoff(args, preset)
+        results["handoff"] = h
+        print(f"\n2b. frame hand-off alone, {args.resolution} px, {args.handoff_reps} repetitions")
+        for label, v in h.items():
+            print(f"{label:<22}{v['ms']:>8.2f} ms per frame")
     if "scaling" not in args.skip:
         sc = bench_scaling(args, preset)
         results["scaling"] = sc

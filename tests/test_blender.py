@@ -225,13 +225,41 @@ def test_user_mesh_is_normalised_to_the_object_size(tmp_path: Path) -> None:
 
     obj = tmp_path / "tetra.obj"
     obj.write_text("v 0 0 0\nv 10 0 0\nv 0 20 0\nv 0 0 5\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n")
+    ply = tmp_path / "tetra.ply"
+    ply.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 4\nproperty list uchar int vertex_indices\n"
+        "end_header\n0 0 0\n10 0 0\n0 20 0\n0 0 5\n3 0 2 1\n3 0 1 3\n3 0 3 2\n3 1 2 3\n"
+    )
+    stl = tmp_path / "tri.stl"
+    stl.write_text(
+        "solid t\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 2 0 0\n"
+        "vertex 0 1 0\nendloop\nendfacet\nendsolid t\n"
+    )
+    import addon_utils
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_cube_add(size=3.0)
+    addon_utils.enable("io_scene_gltf2", default_set=True)
+    glb = tmp_path / "cube.glb"
+    bpy.ops.export_scene.gltf(filepath=str(glb))
     preset = load_preset("3dident")
-    r = SceneRenderer(preset.data, TINY, 32, objects=(str(obj), "suzanne"), threads=1)
+    objects = (str(obj), "suzanne", str(ply), str(stl), str(glb))
+    r = SceneRenderer(preset.data, TINY, 32, objects=objects, threads=1)
     try:
-        dims = sorted(r.objects[0].dimensions)
-        assert dims[-1] == pytest.approx(preset.object_size, rel=1e-5)
-        assert dims[0] == pytest.approx(preset.object_size / 4, rel=1e-4)
+        size = preset.object_size
+        for o in r.objects:
+            assert max(o.dimensions) == pytest.approx(size, rel=1e-5)
+        for tetra in (r.objects[0], r.objects[2]):
+            dims = sorted(tetra.dimensions)
+            assert dims[0] == pytest.approx(size / 4, rel=1e-4)
+        assert len(r.objects[3].data.polygons) == 1
+        assert len(r.objects[4].data.vertices) >= 8
+        counts = SceneRenderer.datablock_counts()
+        assert counts["meshes"] == 6 and counts["materials"] == 2  # imports left nothing
         assert r.render(_frame(), 0, object_class=0).shape == (32, 32, 3)
+        assert r.render(_frame(), 0, object_class=4).shape == (32, 32, 3)
     finally:
         r.close()
     bad = tmp_path / "bad.ply"

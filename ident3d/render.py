@@ -663,6 +663,8 @@ def render_dataset(
     job.shard_size = int(shard_size)
     job.resolution = check_resolution(job.resolution)
     job.objects = check_objects(job.objects)
+    out_existed = out.exists()
+    created = not (out / store.MANIFEST_NAME).exists()
     manifest = prepare_dataset(job, out, compression, overwrite, resume)
     selected = select_shards(manifest["num_shards"], shard)
     committed = {int(s["index"]) for s in manifest["shards"]}
@@ -698,6 +700,8 @@ def render_dataset(
                 on_chunk(sh, samples)
     except BaseException as exc:
         writers.abort(exc)
+        if created:
+            _remove_if_empty(out, remove_dir=not out_existed)
         raise
     finally:
         if bar is not None:
@@ -713,6 +717,23 @@ def render_dataset(
         complete=store.is_complete(final),
         worker_stats=stats,
     )
+
+
+def _remove_if_empty(root: Path, remove_dir: bool) -> None:
+    """Undo a dataset this run created if it failed before committing any shard (e.g. no GPU,
+    an unreadable mesh): leave ``--out`` as it was."""
+    try:
+        if store.read_manifest(root)["shards"]:
+            return
+    except store.DataError:
+        return
+    for name in (store.MANIFEST_NAME, store.LOCK_NAME):
+        (root / name).unlink(missing_ok=True)
+    if remove_dir:
+        try:
+            root.rmdir()
+        except OSError:  # something else is in there: keep it
+            pass
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

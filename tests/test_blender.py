@@ -349,9 +349,7 @@ def test_real_blender_on_a_cpu_machine_refuses_gpu(
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2
     assert err[-1].startswith("error: --gpu was given but Cycles found no GPU device")
-    from ident3d import store
-
-    assert not store.read_manifest(tmp_path / "d")["shards"]
+    assert not (tmp_path / "d").exists()  # the failed run left nothing behind
 
 
 @pytest.mark.gpu

@@ -260,6 +260,23 @@ def test_bad_latents_file_shape(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 2 and "(N, 10)" in err
 
 
+def test_a_run_failing_before_any_shard_leaves_nothing(tmp_path: Path) -> None:
+    def fail(shard: int, done: int) -> None:
+        raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError):
+        R.render_dataset(
+            _job(n=8), tmp_path / "new", workers=0, chunk=2, progress=False, on_chunk=fail
+        )
+    assert not (tmp_path / "new").exists()
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        R.render_dataset(_job(n=8), keep, workers=0, chunk=2, progress=False, on_chunk=fail)
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
 def test_missing_bpy_tells_how_to_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -172,6 +172,12 @@ def render(
         gpu=gpu,
     )
     w = workers if workers is not None else R.default_workers()
+    views = 2 if pairs else 1
+    click.echo(
+        f"rendering {n} {'pairs' if pairs else 'images'} ({n * views} images) at {resolution} px, "
+        f"quality {quality}, mode {mode}, {w} worker(s) x {threads or R.default_threads(w)} "
+        f"thread(s){' on GPU' if gpu else ''} -> {out}"
+    )
     summary = R.render_dataset(
         job,
         out,

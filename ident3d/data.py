@@ -1161,8 +1161,8 @@ class KNNPairDataset(_Base):
     number of stored samples).
 
     Lookups are batched: a DataLoader with ``batch_size`` calls :meth:`__getitems__` once per
-    batch, which queries the whole batch at once (scipy cKDTree on the CPU; ``backend="torch"``
-    for brute force in torch). The epoch comes from :class:`EpochSampler` indices ``(epoch,
+    batch, which queries the whole batch at once (exact; ``backend``: ``"blocks"``, the CPU
+    default, ``"kdtree"`` or ``"torch"``, see :class:`NearestNeighbours`). The epoch comes from :class:`EpochSampler` indices ``(epoch,
     i)`` (use :func:`make_loader`) or, for plain integer indices, from :meth:`set_epoch`.
     """
 

@@ -1077,7 +1077,7 @@ class ImageDataset(_Base):
     ) -> None:
         super().__init__(path, transform, target_transform, allow_incomplete)
         if self.source.kind != "images":
-            raise UsageError(f"{self.root} holds pairs; use PairDataset (or read one view of it).")
+            raise UsageError(f"{self.root} holds pairs, not single images; use PairDataset.")
 
     def __getitem__(self, index: Any) -> tuple[Any, ...]:
         _, i = _split_index(index)
@@ -1609,10 +1609,14 @@ def knn_diagnostics(
     ``distance_ratio``, ``second_neighbour_fraction`` and ``snap_distance_mean`` (how far each
     draw moved to reach a stored latent), plus the setup.
     """
-    layout = detect_layout(path)
-    ds = KNNPairDataset(
-        path, conditional, sigma, seed, anchor=anchor, allow_incomplete=False, **conditional_options
-    )
+    src = _open_source(path)
+    if src.kind == "pairs":
+        raise UsageError(
+            f"{path} holds rendered pairs, which are exact: kNN diagnostics apply to datasets "
+            f"of single images (use PairDataset for these pairs)."
+        )
+    layout = src.layout
+    ds = KNNPairDataset(src, conditional, sigma, seed, anchor=anchor, **conditional_options)
     out = ds.diagnostics(n_pairs=n_pairs)
     out["layout"] = layout
     return out

@@ -1152,8 +1152,9 @@ class KNNPairDataset(_Base):
     the box by rejection), both are replaced by their nearest stored latent, and ``z~`` takes
     its second neighbour when both land on the same sample (the original loader's rule). The
     item is ``(x, x_tilde, z, z_tilde)`` with the *stored* latents of the two images; with
-    ``return_info=True`` a fifth element is a dict with the sampled latents, the sampled and
-    retrieved distances and the fallback flag (see :func:`summarise_knn`).
+    ``return_info=True`` a fifth element is a dict with the item number and epoch, the stored
+    indices of both images, the sampled latents, the sampled and retrieved distances and the
+    fallback flag (see :func:`summarise_knn`).
 
     ``anchor="stored"`` instead takes ``z`` as stored sample ``i`` itself (an epoch visits every
     stored image once as the anchor) and snaps only ``z~``. In datasets with classes, lookups
@@ -1284,6 +1285,7 @@ class KNNPairDataset(_Base):
         i, it, fb = _snap(index, z, zt, anchor_idx, cls)
         info = _knn_info(self.source.latents(), z, zt, i, it, fb)
         info["epoch"] = epochs
+        info["item"] = items
         if cls is not None:
             info["class"] = cls
         return info

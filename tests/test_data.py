@@ -359,27 +359,31 @@ def test_knn_determinism_and_epochs(store: tuple[Path, np.ndarray, np.ndarray]) 
     assert np.array_equal(a["index"], d1.argmin(1))
 
 
-def test_knn_loader_same_pairs_any_workers(store: tuple[Path, np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_knn_loader_same_pairs_any_workers(
+    store: tuple[Path, np.ndarray, np.ndarray], context: str
+) -> None:
     root, _, _ = store
     results = []
     for workers, bs in ((0, 5), (2, 3)):
         ds = D.KNNPairDataset(root, sigma=0.2, seed=1, return_info=True)
         loader = D.make_loader(ds, bs, shuffle=True, seed=2, num_workers=workers,
-                               persistent_workers=workers > 0, multiprocessing_context="fork" if workers else None)  # fmt: skip
-        per_epoch = []
-        for _ in range(2):
-            got = {}
-            for x, xt, z, _zt, info in loader:
+                               persistent_workers=workers > 0,
+                               multiprocessing_context=context if workers else None)  # fmt: skip
+        pairs = []
+        for epoch in range(2):
+            items = []
+            for x, xt, _z, _zt, info in loader:
                 assert torch.equal(x[:, 0, 0, 0], info["index"] % 256)  # images match the indices
                 assert torch.equal(xt[:, 0, 0, 0], info["index_tilde"] % 256)
-                for k in range(len(z)):
-                    got[len(got)] = None
-                    per_epoch.append((int(info["epoch"][k]), tuple(info["z_sampled"][k].tolist()),
-                                      int(info["index"][k]), int(info["index_tilde"][k])))  # fmt: skip
-            assert len(got) == len(ds)
-        results.append(sorted(per_epoch))
-    assert results[0] == results[1]
-    assert {e for e, *_ in results[0]} == {0, 1}
+                assert (info["epoch"] == epoch).all()
+                items += info["item"].tolist()
+                pairs += zip(info["epoch"].tolist(), info["item"].tolist(),
+                             map(tuple, info["z_sampled"].tolist()), info["index"].tolist(),
+                             info["index_tilde"].tolist(), strict=True)  # fmt: skip
+            assert sorted(items) == list(range(len(ds)))  # every item exactly once per epoch
+        results.append(sorted(pairs))
+    assert results[0] == results[1]  # same pairs whatever the workers and batch size
 
 
 @pytest.mark.parametrize("n", [1, 2, 700, 3000, 40_000])

@@ -19,7 +19,8 @@ Measured on this machine:
    ``KNNPairDataset`` (batches of 512 pairs, one query per batch): its default ``blocks``
    backend, scipy's k-d tree, and the torch brute force of the GPU-resident path run on the CPU.
 3. The distance gap of nearest-neighbour pairs (``simulate_knn``), 250,000 points in 10-D.
-4. On a CUDA machine only: ``GPUDataset`` kNN pairs per second.
+4. On a CUDA machine only: ``GPUDataset`` kNN pairs per second on a ``--gpu-n`` image store
+   (250,000 by default, written in parallel; ``--gpu-only`` skips everything else).
 
 Images are synthetic but render-like and smooth (a hue-coloured ground with a spotlight pool,
 a shaded ellipsoid with a highlight, slight pixel noise), 224 x 224.
@@ -276,30 +277,72 @@ def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
     return {"wall": out, "cpu": cpu}
 
 
-def bench_gpu(img_root: Path, batch: int, seconds: float) -> dict[str, float] | None:
+def _write_large_shard(task: tuple[str, int, int, int]) -> int:
+    root, k, size, dim = task
+    manifest = store.read_manifest(root)
+    a, c = store.shard_range(manifest, k)
+    rng = np.random.default_rng(k)
+    images = np.empty((c, size, size, 3), np.uint8)
+    images[:] = scene(rng, size)  # one scene per shard, tagged per image below
+    images[:, 0, 0, 0] = np.arange(a, a + c) % 256
+    raw = rng.uniform(-1, 1, (c, dim)).astype(np.float32)
+    with store.ShardWriter(root, k, a, c, "images", size, size, dim) as w:
+        w.write_batch(0, images, raw, np.zeros((c, 10), np.float32))
+    return c
+
+
+def build_large(work: Path, n: int, size: int, dim: int) -> Path:
+    """A store of ``n`` images (latents uniform on the box) for the GPU-resident measurement,
+    shards written in parallel (one process per core)."""
+    import multiprocessing as mp
+
+    root = work / f"large-{n}-{size}"
+    if (root / "manifest.json").exists() and not store.missing_shards(root):
+        return root
+    manifest = store.create_dataset(root, "images", n, 1000, size, size, dim,
+                                    config={"bench": "gpu"}, overwrite=True)  # fmt: skip
+    tasks = [(str(root), k, size, dim) for k in range(manifest["num_shards"])]
+    with mp.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+        sum(pool.imap_unordered(_write_large_shard, tasks))
+    return root
+
+
+def bench_gpu(root: Path, seconds: float) -> dict[str, float] | None:
+    """``GPUDataset`` kNN pairs per second (images and lookups on the device, normalised to
+    bfloat16), and the device lookups alone; None without CUDA."""
     if not torch.cuda.is_available():
         return None
-    g = D.load_to_device(img_root, "cuda", mode="knn", sigma=0.1)
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    g = D.load_to_device(root, "cuda", mode="knn", sigma=0.1)
+    torch.cuda.synchronize()
+    out["load_to_device seconds"] = time.perf_counter() - t0
+    out["images on the device"] = float(len(g))
+    out["GB on the device"] = g.images.numel() / 1e9
     norm = g.normalizer(torch.bfloat16)
-    out = {}
-    for b in (batch, 512, 2048):
-        for x, xt, *_ in g.batches(b, epoch=0):  # warm-up
+    for b in (512, 2048):
+        it = g.batches(b, epoch=0)
+        for _ in range(3):  # warm-up (kernels, the epoch's draws)
+            x, xt, *_ = next(it)
             norm(x), norm(xt)
         torch.cuda.synchronize()
-        count, t0, epoch = 0, time.perf_counter(), 1
+        count, epoch, t0 = 0, 1, time.perf_counter()
+        it = g.batches(b, epoch=epoch)
         while time.perf_counter() - t0 < seconds:
-            for x, xt, *_ in g.batches(b, epoch=epoch):
-                norm(x), norm(xt)
-                count += len(x)
-            epoch += 1
+            try:
+                x, xt, *_ = next(it)
+            except StopIteration:
+                epoch += 1
+                it = g.batches(b, epoch=epoch)
+                continue
+            norm(x), norm(xt)
+            count += len(x)
         torch.cuda.synchronize()
-        out[f"GPUDataset kNN pairs/s (batch {b}, normalised bf16)"] = count / (
+        out[f"GPUDataset kNN pairs/s, batch {b} (x and x~ normalised to bf16)"] = count / (
             time.perf_counter() - t0
         )
-    # The lookup alone on a 250,000 x 10 table.
-    table = torch.rand(250_000, 10, device="cuda") * 2 - 1
-    nn = D.NearestNeighbours(table, "torch", "cuda")
-    q = torch.rand(512, 10, device="cuda", dtype=torch.float64) * 2 - 1
+    nn = D.NearestNeighbours(g.latents, "torch", "cuda")
+    q = torch.rand(512, g.latents.shape[1], device="cuda", dtype=torch.float64) * 2 - 1
     nn.query(q, 2)
     torch.cuda.synchronize()
     t0, reps = time.perf_counter(), 0
@@ -307,7 +350,11 @@ def bench_gpu(img_root: Path, batch: int, seconds: float) -> dict[str, float] | 
         nn.query(q, 1), nn.query(q, 2)
         reps += 1
     torch.cuda.synchronize()
-    out["GPU lookups, 250k table, batch 512 (pairs/s)"] = reps * 512 / (time.perf_counter() - t0)
+    out[f"device lookups alone, {len(g):,}-row table, batch 512 (pairs/s)"] = (
+        reps * 512 / (time.perf_counter() - t0)
+    )
+    for k, v in out.items():
+        print(f"  {k}: {v:,.2f}", flush=True)
     return out
 
 
@@ -321,12 +368,31 @@ def main() -> None:
     p.add_argument("--table", type=int, default=250_000, help="latent table rows for lookups")
     p.add_argument("--workdir", type=Path, default=None, help="where to write the datasets")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--gpu-n", type=int, default=250_000,
+                   help="images in the store for the GPU-resident measurement (CUDA only)")  # fmt: skip
+    p.add_argument("--gpu-only", action="store_true", help="only the GPU-resident measurement")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, cuda {torch.cuda.is_available()}")  # fmt: skip
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-data-"))
     results: dict[str, Any] = {"n": args.n, "size": args.size, "batch": args.batch}
+    if args.gpu_only:
+        if not torch.cuda.is_available():
+            print("GPU-resident path: not measured (no CUDA device on this machine).")
+            return
+        try:
+            t0 = time.perf_counter()
+            large = build_large(work, args.gpu_n, args.size, 10)
+            print(f"built {args.gpu_n:,} images of {args.size}x{args.size} in "
+                  f"{time.perf_counter() - t0:.0f} s; GPU: {torch.cuda.get_device_name()}")  # fmt: skip
+            results["gpu"] = bench_gpu(large, args.seconds)
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        return
     try:
         t0 = time.perf_counter()
         roots = build(work, args.n, args.size, 10)
@@ -340,7 +406,10 @@ def main() -> None:
         results["lookups"] = look
         sim = D.simulate_knn(n_stored=args.table, dim=10, n_pairs=5000, sigma=0.1, seed=0)
         results["knn_gap"] = sim
-        gpu = bench_gpu(roots[0], 512, args.seconds)
+        gpu = None
+        if torch.cuda.is_available():
+            print(f"GPU-resident path, {args.gpu_n:,} images:")
+            gpu = bench_gpu(build_large(work, args.gpu_n, args.size, 10), args.seconds)
         results["gpu"] = gpu
     finally:
         if args.workdir is None:
@@ -376,8 +445,9 @@ def main() -> None:
     if gpu is None:
         print("\nGPU-resident path: not measured (no CUDA device on this machine).")
     else:
+        print(f"\nGPU-resident path ({torch.cuda.get_device_name()}):")
         for k, v in gpu.items():
-            print(f"{k}: {v:,.0f}")
+            print(f"  {k}: {v:,.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
 

@@ -14,6 +14,7 @@ process CPU seconds are both printed: on a shared machine the CPU-time ratio is 
 
     python benchmarks/bench_eval.py                 # 10,240 fit samples, 2 threads
     python benchmarks/bench_eval.py --n-fit 2048    # a quick run
+    python benchmarks/bench_eval.py --gpu-eval      # whole `ident3d eval`, ResNet18, 25,000 images, GPU
 """
 
 from __future__ import annotations
@@ -67,6 +68,72 @@ def sklearn_side(h, z, n_fit, factors, alphas, gammas):
     return out
 
 
+def write_store(root: str, n: int, size: int, seed: int) -> None:
+    """A store of ``n`` uncompressed ``size`` x ``size`` images whose colours and a bright
+    square's position follow 10 uniform latents (so an encoder has something to see)."""
+    from ident3d.latents import factor_table
+    from ident3d.store import ShardWriter, create_dataset
+
+    rng = np.random.default_rng(seed)
+    shard = 1000
+    create_dataset(root, "images", n, shard, size, size, 10, {"bench": "eval"}, factor_table(),
+                   compression="none")  # fmt: skip
+    for k in range(0, n, shard):
+        m = min(shard, n - k)
+        z = rng.uniform(-1, 1, size=(m, 10)).astype(np.float32)
+        img = np.empty((m, size, size, 3), np.uint8)
+        img[..., 0] = (127 + 120 * z[:, 7])[:, None, None]
+        img[..., 1] = (127 + 120 * z[:, 8])[:, None, None]
+        img[..., 2] = (127 + 120 * z[:, 9])[:, None, None]
+        q = size // 4
+        for j in range(m):
+            r = int((z[j, 0] + 1) / 2 * (size - q))
+            c = int((z[j, 1] + 1) / 2 * (size - q))
+            img[j, r : r + q, c : c + q] = 255
+        with ShardWriter(root, k // shard, k, m, "images", size, size, 10, compression="none") as w:
+            w.write_batch(0, img, z, z)
+
+
+def gpu_eval(args: argparse.Namespace) -> None:
+    """The whole ``ident3d eval`` of a ResNet18 on ``--gpu-n`` images on the GPU (store written
+    here, a 2-step run trained here), plus ``kernel_r2`` alone on the GPU."""
+    import os
+    import tempfile
+
+    from ident3d import eval as ev
+    from ident3d.metrics import kernel_r2
+    from ident3d.train import resolve_config, train
+
+    assert torch.cuda.is_available(), "--gpu-eval needs CUDA"
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_eval_")
+    data, run = os.path.join(work, "data"), os.path.join(work, "run")
+    t0 = time.perf_counter()
+    write_store(data, args.gpu_n, 224, args.seed)
+    print(f"wrote {args.gpu_n} images 224 x 224 in {time.perf_counter() - t0:.1f} s", flush=True)
+    cfg = resolve_config({"data": {"kind": "dataset", "path": data}, "steps": 2, "batch_size": 64,
+                          "loop": {"checkpoint_every": 2, "eval_every": 0, "num_workers": 4,
+                                   "device": "cuda"}})  # fmt: skip
+    train(cfg, run, progress=False)
+    h, z = make_data(args.n_fit + args.n_score, args.factors, args.seed)
+    for rep in range(2):  # the first run includes CUDA/cuSOLVER start-up
+        torch.cuda.synchronize()
+        w0 = time.perf_counter()
+        res = kernel_r2(h, z, n_fit=args.n_fit, n_score=args.n_score, device="cuda")
+        torch.cuda.synchronize()
+        print(f"kernel_r2 on {torch.cuda.get_device_name()} (run {rep + 1}): "
+              f"{time.perf_counter() - w0:.2f} s, mean R^2 {res.mean:.6f}", flush=True)  # fmt: skip
+    for rep in range(2):
+        w0 = time.perf_counter()
+        result, _ = ev.evaluate_run(run, data, os.path.join(work, f"report{rep}"), device="cuda",
+                                    batch_size=512, num_workers=args.workers, progress=False)  # fmt: skip
+        wall = time.perf_counter() - w0
+        t = result.report["timing"]
+        print(f"ident3d eval, ResNet18, {args.gpu_n} images, run {rep + 1}: {wall:.1f} s wall "
+              f"(encode {t['encode_s']:.1f} s, kernel {t['kernel_s']:.1f} s, linear "
+              f"{t['linear_s']:.2f} s, mcc {t['mcc_s']:.2f} s; the rest loading the run and "
+              f"writing the report and figures)", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-fit", type=int, default=10_240)
@@ -76,7 +143,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--gpu-eval", action="store_true", help="time the whole eval on a GPU")
+    ap.add_argument("--gpu-n", type=int, default=25_000, help="images for --gpu-eval")
+    ap.add_argument("--workers", type=int, default=8, help="loader workers for --gpu-eval")
+    ap.add_argument("--workdir", help="where --gpu-eval writes its store and run")
     args = ap.parse_args()
+    if args.gpu_eval:
+        gpu_eval(args)
+        return
 
     from threadpoolctl import threadpool_limits
 

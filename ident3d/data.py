@@ -175,18 +175,14 @@ class _StoreSource(_Source):
         return state
 
     def read_into(self, i: int, out: np.ndarray) -> None:
-        i = self.check_index(i)
-        k, j = divmod(i, self.ds.shard_size)
         # One HDF5 chunk straight into the caller's buffer (read_direct_chunk for uncompressed
         # shards; the store's reader handles compressed ones).
-        self.ds._shard(k).read_into(j, out)
+        self.ds.read_into(self.check_index(i), out)
 
     def read_many_into(self, indices: Sequence[int], out: np.ndarray) -> None:
-        size = self.ds.shard_size
-        shard = self.ds._shard
+        read_into = self.ds.read_into
         for k, i in enumerate(indices):
-            s, j = divmod(self.check_index(i), size)
-            shard(s).read_into(j, out[k])
+            read_into(self.check_index(i), out[k])
 
     def latents(self) -> np.ndarray:
         if self._latents is None:
@@ -211,18 +207,18 @@ class _FolderSource(_Source):
     """An original-layout folder (3DIdent, Causal3DIdent split, or an exported pairs folder)."""
 
     def __init__(self, root: Path) -> None:
-        from ident3d.store import CAUSAL3DIDENT_CLASSES, _scan_source
+        from ident3d.store import CAUSAL3DIDENT_CLASSES, scan_original_layout
 
         self.root = root
         if (root / "pairs.json").is_file():
             self.layout = "pairs-folder"
             self.kind = "pairs"
-            views = [_scan_source(root / v, None) for v in ("view0", "view1")]
+            views = [scan_original_layout(root / v, None) for v in ("view0", "view1")]
             layouts = {v[0] for v in views}
             parts_by_view = [v[2] for v in views]
         else:
             self.kind = "images"
-            layout, _, parts = _scan_source(root, None)
+            layout, _, parts = scan_original_layout(root, None)
             self.layout = layout
             layouts = {layout}
             parts_by_view = [parts]
@@ -253,9 +249,9 @@ class _FolderSource(_Source):
 
     @staticmethod
     def _decode(path: str) -> np.ndarray:
-        from ident3d.store import _decode_png
+        from ident3d.store import decode_png
 
-        return _decode_png(path)
+        return decode_png(path)
 
     def _decode_checked(self, path: str) -> np.ndarray:
         img = self._decode(path)

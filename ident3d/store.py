@@ -1283,7 +1283,16 @@ def describe_dataset(root: str | os.PathLike[str]) -> str:
         for key in keys:
             if key in cfg and cfg[key] is not None:
                 value = cfg[key]
-                text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                if isinstance(value, dict) and isinstance(value.get("name"), str):
+                    # a named record (preset, quality): its name and its scalar settings
+                    extra = [
+                        f"{k}={v}"
+                        for k, v in value.items()
+                        if k not in ("name", "path", "data") and isinstance(v, int | float | str)
+                    ]
+                    text = value["name"] + (f" ({', '.join(extra)})" if extra else "")
+                else:
+                    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
                 lines.append(f"{label:<12} {text if len(text) <= 100 else text[:97] + '...'}")
                 break
     v = m.get("versions", {})

@@ -386,3 +386,19 @@ def test_rewriting_a_shard_replaces_its_entry(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         ds.mean, np.concatenate([images[:10], other[10:20]]).reshape(-1, 3).mean(0) / 255
     )
+
+
+def test_info_names_preset_and_quality_records(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    cfg = {
+        "preset": {"name": "3dident", "path": "/x/3dident.toml", "data": {"camera": {"lens": 35}}},
+        "quality": {"name": "fast", "samples": 1, "denoise": True},
+    }
+    manifest = store.create_dataset(root, "images", 2, 2, H, W, 10, cfg)
+    images, raw, scene = _data(2)
+    with store.ShardWriter(root, 0, 0, 2, "images", H, W, 10) as w:
+        w.write_batch(0, images, raw, scene)
+    assert manifest["n"] == 2
+    text = store.describe_dataset(root)
+    assert "preset       3dident\n" in text
+    assert "quality      fast (samples=1, denoise=True)" in text

@@ -765,7 +765,7 @@ def evaluate_run(
 ) -> tuple[EvalResult, list[Path]]:
     """Load a run (directory or checkpoint), encode ``data`` (``"synthetic"`` or a dataset
     directory), compute every metric and write the report into ``out`` (default
-    ``<run>/eval``, or ``<run>/eval-step-XXXXXXXX`` for a checkpoint other than
+    ``<run>/eval``, or ``<run>/eval-step-<8-digit step>`` for a checkpoint other than
     ``last.pt``). Returns the result and the written files."""
     from ident3d.train import load_run, pick_device
 
@@ -826,7 +826,7 @@ def evaluate_run(
     rep["timing"]["encode_s"] = enc.encode_s
     rep["device"] = str(dev)
     rep["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    if out is None:  # RUN/eval for the last checkpoint, RUN/eval-step-XXXXXXXX for another
+    if out is None:  # RUN/eval for the last checkpoint, RUN/eval-step-<8-digit step> for another
         out = Path(run.path) / (
             "eval" if not ck.is_file() or ck.name == "last.pt" else f"eval-{ck.stem}"
         )

@@ -110,9 +110,9 @@ def _fmt(v: float | None, nd: int = 3) -> str:
 
 
 def report(root: Path) -> None:
-    print("| run | step | R^2 | MCC | first step R^2 >= 0.99 | lambda mean rel. error | "
-          "lambda rank corr. |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| run | step | R^2 | MCC | first step R^2 >= 0.99 | first step MCC >= 0.98 | "
+          "lambda mean rel. error | lambda rank corr. |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     last: dict[str, dict] = {}
     for name in EXPERIMENTS:
         ev = _evals(root / name)
@@ -121,8 +121,9 @@ def report(root: Path) -> None:
         e = ev[-1]
         last[name] = e
         first = next((r["step"] for r in ev if r["r2"] >= 0.99), None)
+        first_mcc = next((r["step"] for r in ev if r["mcc"] >= 0.98), None)
         print(f"| {name} | {e['step']} | {_fmt(e['r2'], 4)} | {_fmt(e['mcc'], 4)} | "
-              f"{first or '-'} | {_fmt(e.get('lambda_rel_error'))} | "
+              f"{first or '-'} | {first_mcc or '-'} | {_fmt(e.get('lambda_rel_error'))} | "
               f"{_fmt(e.get('lambda_rank_corr'))} |")  # fmt: skip
     for name, e in last.items():
         if "lambda_matched" in e:

@@ -26,12 +26,14 @@ coordinates (the others are copied unchanged into the positive):
   ``linspace`` = ``linspace(5, 25, n)``).
 
 The mixing is ``depth`` square linear maps with LeakyReLU(0.2) between them, each weight
-matrix redrawn until its condition number is below the ``cond_quantile`` quantile of the
-condition numbers of random draws (the recipe of the original code), all from ``mixing_seed``.
+matrix redrawn until its condition number is at most the best of 25,000 random draws (the
+recipe of the original ``main_mlp.py``; see :func:`draw_mixing_weights`), all from
+``mixing_seed``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -78,8 +80,8 @@ class SyntheticSpec:
     mixing_depth: int = 3
     mixing_seed: int = 0
     mixing_slope: float = 0.2
-    cond_quantile: float = 0.25
-    cond_draws: int = 10000
+    cond_quantile: float = 0.0
+    cond_draws: int = 25000
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SyntheticSpec:
@@ -230,6 +232,66 @@ def _noise(
     raise AssertionError(kind)
 
 
+_DRAW_BATCH = 1024
+_MAX_REDRAW_FACTOR = 40
+
+
+@functools.lru_cache(maxsize=32)
+def _mixing_weights(
+    n: int, depth: int, seed: int, cond_quantile: float, cond_draws: int
+) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x313,)))
+
+    def batch(k: int) -> np.ndarray:
+        w = rng.uniform(-1.0, 1.0, size=(k, n, n))
+        return w / np.linalg.norm(w, axis=1, keepdims=True)  # unit-norm columns
+
+    sizes = [_DRAW_BATCH] * (cond_draws // _DRAW_BATCH) + [cond_draws % _DRAW_BATCH]
+    conds = np.sort(np.concatenate([np.linalg.cond(batch(k)) for k in sizes if k]))
+    threshold = conds[min(int(cond_draws * cond_quantile), cond_draws - 1)]
+    weights = []
+    for _ in range(depth):
+        best, best_cond, tried = None, np.inf, 0
+        while tried < _MAX_REDRAW_FACTOR * cond_draws:
+            ws = batch(_DRAW_BATCH)
+            c = np.linalg.cond(ws)
+            tried += _DRAW_BATCH
+            ok = np.flatnonzero(c <= threshold)
+            if ok.size:
+                best = ws[ok[0]]
+                break
+            i = int(np.argmin(c))
+            if c[i] < best_cond:
+                best, best_cond = ws[i], float(c[i])
+        weights.append(best)
+    return tuple(weights)
+
+
+def draw_mixing_weights(
+    n: int, depth: int = 3, seed: int = 0, cond_quantile: float = 0.0, cond_draws: int = 25000
+) -> list[np.ndarray]:
+    """The weight matrices of the mixing MLP, drawn from ``seed`` as the original code's
+    ``construct_invertible_mlp`` does with the settings of its ``main_mlp.py``
+    (``cond_thresh_ratio=0.0``, ``n_iter_cond_thresh=25000``).
+
+    Each matrix is uniform in [-1, 1] with unit-norm columns. First ``cond_draws`` such
+    matrices are drawn and their condition numbers sorted; the threshold is the one at
+    index ``int(cond_draws * cond_quantile)`` (0.0: the best of the probe). Each layer's
+    matrix is then redrawn until its condition number is at most the threshold. With
+    quantile 0.0 the waiting time has a heavy tail, so after ``40 * cond_draws`` redraws the
+    best matrix seen so far is kept (about 2-3% of layers; still deterministic in ``seed``).
+    Draws are batched (``1024`` at a time; the first qualifying matrix of a batch is taken).
+    This conditioning matters: with the old default (quantile 0.25 of 10,000 draws, condition
+    numbers 7-16) the mixing alone scores linear R^2 0.52-0.60, with this one (condition
+    numbers 3.3-4.0) 0.63-0.68, as the AnInfoNCE paper reports (0.66-0.69).
+    """
+    if not 0.0 <= cond_quantile <= 1.0:
+        raise UsageError(f"cond_quantile must lie in [0, 1], got {cond_quantile}")
+    if cond_draws < 1:
+        raise UsageError(f"cond_draws must be positive, got {cond_draws}")
+    return [w.copy() for w in _mixing_weights(n, depth, seed, float(cond_quantile), cond_draws)]
+
+
 class Mixing(nn.Module):
     """A frozen invertible MLP: ``depth`` square linear maps with LeakyReLU between them."""
 
@@ -247,26 +309,13 @@ class Mixing(nn.Module):
         depth: int = 3,
         seed: int = 0,
         slope: float = 0.2,
-        cond_quantile: float = 0.25,
-        cond_draws: int = 10000,
+        cond_quantile: float = 0.0,
+        cond_draws: int = 25000,
     ) -> Mixing:
-        """Draw the weights from ``seed``: each matrix uniform in [-1, 1] with unit-norm
-        columns, redrawn until its condition number is below the ``cond_quantile`` quantile of
-        ``cond_draws`` random matrices' condition numbers."""
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x313,)))
-
-        def one() -> np.ndarray:
-            w = rng.uniform(-1.0, 1.0, size=(n, n))
-            return w / np.linalg.norm(w, axis=0, keepdims=True)
-
-        probe = np.stack([one() for _ in range(cond_draws)])
-        threshold = float(np.quantile(np.linalg.cond(probe), cond_quantile))
+        """Draw the weights from ``seed`` (see :func:`draw_mixing_weights`)."""
         mix = cls(n, depth, slope)
-        for layer in mix.layers:
-            while True:
-                w = one()
-                if np.linalg.cond(w) < threshold:
-                    break
+        weights = draw_mixing_weights(n, depth, seed, cond_quantile, cond_draws)
+        for layer, w in zip(mix.layers, weights, strict=True):
             layer.weight.data.copy_(torch.as_tensor(w, dtype=torch.float32))
         return mix
 

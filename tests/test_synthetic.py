@@ -166,7 +166,6 @@ def test_mixing_is_seeded_well_conditioned_and_invertible():
     assert torch.cdist(x, x).fill_diagonal_(1.0).min() > 0
 
 
-
 def _linear_r2(x: np.ndarray, z: np.ndarray) -> float:
     a = np.c_[x, np.ones(len(x))]
     coef, *_ = np.linalg.lstsq(a, z, rcond=None)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 COMMON = [
     "--data", "synthetic", "--n", "10", "--batch-size", "1000", "--eval-every", "500",
-    "--checkpoint-every", "500", "--eval-samples", "4096", "--threads", "1", "--seed", "0",
+    "--checkpoint-every", "500", "--eval-samples", "4096", "--seed", "0",
     "--no-progress",
 ]  # fmt: skip
 FAST = ["--hidden", "100,200,200,100", "--lr", "1e-3"]
@@ -47,6 +47,15 @@ ANISO = ["--space", "extended_sphere", "--conditional", "anisotropic"]
 EXPERIMENTS: dict[str, list[str]] = {
     "an-linspace": [*ANISO, "--lambdas", "linspace", "--loss", "aninfonce"],
     "an-bimodal": [*ANISO, "--lambdas", "bimodal", "--loss", "aninfonce"],
+    "an-linspace-cosine": [
+        *ANISO,
+        "--lambdas",
+        "linspace",
+        "--loss",
+        "aninfonce",
+        "--lr-schedule",
+        "cosine",
+    ],
     "nce-linspace": [
         *ANISO,
         "--lambdas",
@@ -77,18 +86,18 @@ EXPERIMENTS: dict[str, list[str]] = {
 }
 
 
-def command(name: str, steps: int, out: Path, paper: bool) -> list[str]:
+def command(name: str, steps: int, out: Path, paper: bool, threads: int = 1) -> list[str]:
     """The exact `ident3d train` command line of an experiment."""
-    extra = list(PAPER if paper else FAST)
+    extra = [*(PAPER if paper else FAST), "--threads", str(threads)]
     if "aninfonce" in EXPERIMENTS[name]:
         extra += ["--lambda-lr", "1e-3" if paper else "1e-2"]
     return ["ident3d", "train", *COMMON, *extra, *EXPERIMENTS[name], "--steps", str(steps),
             "--out", str(out)]  # fmt: skip
 
 
-def run(name: str, steps: int, root: Path, paper: bool) -> None:
+def run(name: str, steps: int, root: Path, paper: bool, threads: int = 1) -> None:
     out = root / name
-    cmd = command(name, steps, out, paper)
+    cmd = command(name, steps, out, paper, threads)
     if (out / "config.json").exists():
         cmd = ["ident3d", "train", "--resume", "--steps", str(steps), "--no-progress",
                "--out", str(out)]  # fmt: skip
@@ -167,6 +176,7 @@ def main() -> None:
     r.add_argument("--steps", type=int, default=30000)
     r.add_argument("--out-root", type=Path, default=Path("runs"))
     r.add_argument("--paper", action="store_true", help="the papers' encoder widths and lrs")
+    r.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p = sub.add_parser("report", help="summarise the runs in --out-root")
     p.add_argument("--out-root", type=Path, default=Path("runs"))
     c = sub.add_parser("commands", help="print the exact ident3d train commands")
@@ -175,7 +185,7 @@ def main() -> None:
     c.add_argument("--paper", action="store_true")
     args = ap.parse_args()
     if args.what == "run":
-        run(args.name, args.steps, args.out_root, args.paper)
+        run(args.name, args.steps, args.out_root, args.paper, args.threads)
     elif args.what == "report":
         report(args.out_root)
     else:

@@ -9,7 +9,8 @@ A run is driven by one *resolved config* (a JSON-ready dict, written to ``config
             "knn_sigma", "mean", "std", "eval_path", "resident", "n_latents", "size"},
  "model": {"kind": "mlp"|"torchvision", ...},          # see ident3d.models
  "loss":  {"name": "infonce"|"aninfonce"|"ensemble", ...},  # see ident3d.losses
- "optim": {"lr": 1e-4, "lambda_lr": 1e-3, "weight_decay": 0.0},
+ "optim": {"lr": 1e-4, "lambda_lr": 1e-3, "weight_decay": 0.0, "schedule": "constant",
+           "warmup_steps": 0, "min_lr_ratio": 0.0},
  "loop":  {"checkpoint_every", "eval_every", "eval_samples", "log_every", "device", "amp",
            "compile", "channels_last", "num_workers"}}
 ```
@@ -32,6 +33,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -50,6 +52,7 @@ from ident3d.models import build_encoder, default_model_spec
 from ident3d.synthetic import SyntheticDGP, SyntheticSpec, build_dgp, lambda_preset
 
 RUN_FORMAT = "ident3d-run/1"
+SCHEDULES = ("constant", "cosine")
 CKPT_FORMAT = "ident3d-checkpoint/1"
 
 # ----------------------------------------------------------------------------- defaults
@@ -78,7 +81,14 @@ def default_config(data_kind: str = "synthetic", loss: str = "infonce") -> dict[
         "seed": 0,
         "steps": 30000,
         "batch_size": 512,
-        "optim": {"lr": 1e-4, "lambda_lr": 1e-3, "weight_decay": 0.0},
+        "optim": {
+            "lr": 1e-4,
+            "lambda_lr": 1e-3,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "min_lr_ratio": 0.0,
+        },
         "loop": {
             "checkpoint_every": 1000,
             "eval_every": 1000,
@@ -191,6 +201,16 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"--steps must be at least 1, got {cfg['steps']}")
     if cfg["batch_size"] < 2:
         raise UsageError(f"--batch-size must be at least 2, got {cfg['batch_size']}")
+    optim = cfg["optim"]
+    if optim.get("schedule", "constant") not in SCHEDULES:
+        raise UsageError(
+            f"unknown learning-rate schedule {optim['schedule']!r}; choose one of "
+            + ", ".join(SCHEDULES)
+        )
+    if int(optim.get("warmup_steps", 0)) < 0:
+        raise UsageError(f"--warmup-steps must be >= 0, got {optim['warmup_steps']}")
+    if not 0.0 <= float(optim.get("min_lr_ratio", 0.0)) <= 1.0:
+        raise UsageError(f"min_lr_ratio must lie in [0, 1], got {optim['min_lr_ratio']}")
     loop = cfg["loop"]
     for key in ("checkpoint_every", "eval_every", "log_every"):
         if int(loop[key]) < 0:
@@ -663,6 +683,26 @@ class _MetricsLog:
         return self.path.stat().st_size if self.enabled else 0
 
 
+def lr_factor(optim: dict[str, Any], step: int, total: int) -> float:
+    """The learning-rate multiplier for optimisation step ``step`` (0-based) of ``total``.
+
+    ``constant`` (the papers'): 1 after an optional linear warm-up. ``cosine``: linear warm-up
+    over ``warmup_steps``, then a half cosine from 1 down to ``min_lr_ratio`` at the last step (``total - 1``).
+    A pure function of the step, so a resumed run follows the same schedule bit for bit (as
+    long as ``steps`` is not raised on resume: the cosine is stretched over the new total).
+    Applied to the encoder's and the loss parameters' (AnInfoNCE lambda) optimisers alike.
+    """
+    warm = int(optim.get("warmup_steps", 0))
+    if step < warm:
+        return (step + 1) / warm
+    if optim.get("schedule", "constant") == "constant":
+        return 1.0
+    lo = float(optim.get("min_lr_ratio", 0.0))
+    span = max(total - warm - 1, 1)  # the last step (total - 1) runs at min_lr_ratio
+    t = min(max(step - warm, 0) / span, 1.0)
+    return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def train(
     config: dict[str, Any],
     out: str | Path,
@@ -717,6 +757,13 @@ def train(
         else None
     )
     source = _make_source(config, device, dist_info.rank, dist_info.world, ckpt)
+    optim_cfg = config["optim"]
+    base_lrs = [(opt, float(optim_cfg["lr"]))]
+    if lam_opt is not None:
+        base_lrs.append((lam_opt, float(optim_cfg["lambda_lr"])))
+    scheduled = optim_cfg.get("schedule", "constant") != "constant" or bool(
+        int(optim_cfg.get("warmup_steps", 0))
+    )
 
     step = 0
     resume_bytes = None
@@ -787,6 +834,8 @@ def train(
             }
             if lams is not None:
                 row["lambda"] = lams[i]
+            if scheduled:
+                row["lr"] = base_lrs[0][1] * lr_factor(optim_cfg, s - 1, total)
             rows.append(row)
         now = time.perf_counter()
         rows[-1]["steps_per_s"] = (pending_steps[-1] - s_last) / max(now - t_last, 1e-9)
@@ -842,6 +891,11 @@ def train(
     encoder.train()
     try:
         while step < total:
+            if scheduled:
+                f = lr_factor(optim_cfg, step, total)
+                for o, lr0 in base_lrs:
+                    for g in o.param_groups:
+                        g["lr"] = lr0 * f
             x1, x2 = source.next_batch(step)
             if channels_last and x1.dim() == 4:
                 x1 = x1.contiguous(memory_format=torch.channels_last)

@@ -3,6 +3,7 @@ a kill, the run format that ``ident3d eval`` reads, and one-line errors for bad 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 from ident3d.cli import cli, main
 from ident3d.errors import UsageError
-from ident3d.train import load_run, resolve_config, train
+from ident3d.train import load_run, lr_factor, resolve_config, train
 
 TINY = [
     "--data", "synthetic", "--n", "3", "--hidden", "16,16", "--batch-size", "32",
@@ -112,7 +113,10 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    args = [*TINY, "--loss", "infonce", "--eval-every", "10", "--checkpoint-every", "10"]
+    """A finished run continued to more steps equals the run made that long at once (with a
+    warm-up, which does not depend on the total; a cosine does: see the SIGKILL test)."""
+    args = [*TINY, "--loss", "infonce", "--eval-every", "10", "--checkpoint-every", "10",
+            "--warmup-steps", "5"]  # fmt: skip
     full, part = tmp_path / "full", tmp_path / "part"
     assert _run_cli(["train", *args, "--steps", "40", "--out", str(full)])[0] == 0
     assert _run_cli(["train", *args, "--steps", "20", "--out", str(part)])[0] == 0
@@ -126,13 +130,28 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a["encoder"][k], b["encoder"][k]), k
     assert _rows(full, "train") == _rows(part, "train")
     assert _rows(full, "eval") == _rows(part, "eval")
+    lrs = [r["lr"] for r in _rows(full, "train")]
+    assert lrs[:5] == pytest.approx([2e-5, 4e-5, 6e-5, 8e-5, 1e-4]) and set(lrs[4:]) == {1e-4}
+
+
+def test_lr_factor_known_values():
+    cos = {"schedule": "cosine", "warmup_steps": 10, "min_lr_ratio": 0.2}
+    assert lr_factor(cos, 0, 111) == pytest.approx(0.1)
+    assert lr_factor(cos, 9, 111) == pytest.approx(1.0)
+    assert lr_factor(cos, 10, 111) == pytest.approx(1.0)
+    assert lr_factor(cos, 60, 111) == pytest.approx(0.2 + 0.8 * 0.5)
+    assert lr_factor(cos, 110, 111) == pytest.approx(0.2)
+    const = {"schedule": "constant", "warmup_steps": 4}
+    assert [lr_factor(const, s, 100) for s in (0, 3, 50)] == pytest.approx([0.25, 1.0, 1.0])
+    assert lr_factor({"lr": 1e-4}, 7, 10) == 1.0  # configs written before schedules existed
 
 
 def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     """Kill a training process after a checkpoint, resume it, and compare with a run that was
     never interrupted: the same final weights, lambdas, optimiser state and metrics."""
     args = [*TINY, "--loss", "aninfonce", "--lambdas", "20,40,80", "--steps", "150",
-            "--eval-every", "50", "--checkpoint-every", "25", "--log-every", "5"]  # fmt: skip
+            "--eval-every", "50", "--checkpoint-every", "25", "--log-every", "5",
+            "--lr-schedule", "cosine", "--warmup-steps", "10", "--min-lr-ratio", "0.1"]  # fmt: skip
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(
@@ -168,6 +187,9 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     )
     assert _rows(clean, "train") == _rows(killed, "train")
     assert _rows(clean, "eval") == _rows(killed, "eval")
+    lrs = [r["lr"] for r in _rows(clean, "train")]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[9] == pytest.approx(1e-4)
+    assert lrs[-1] == pytest.approx(1e-5) and all(a >= b for a, b in itertools.pairwise(lrs[9:]))
 
 
 def test_single_process_path_does_not_initialise_distributed(tmp_path, monkeypatch):
@@ -332,6 +354,9 @@ def test_bad_synthetic_input_exits_2(tmp_path, capsys):
     assert code == 2 and "loop.evals" in err
     code, err = _main_exit(["train", "--resume", "--out", str(tmp_path / "none")], capsys)
     assert code == 2 and "config.json" in err
+    code, err = _main_exit(["train", *TINY, "--lr-schedule", "cosine", "--min-lr-ratio", "2",
+                            "--out", str(tmp_path / "u")], capsys)  # fmt: skip
+    assert code == 2 and "min_lr_ratio" in err and not (tmp_path / "u").exists()
 
 
 def test_load_run_rejects_foreign_files(tmp_path):

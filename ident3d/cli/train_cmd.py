@@ -115,6 +115,21 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
 @click.option(
     "--lambda-lr", type=float, default=None, help="AnInfoNCE lambda Adam lr (default 1e-3)."
 )
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default=None,
+    help="Learning-rate schedule of both optimisers (default constant, the papers').",
+)
+@click.option(
+    "--warmup-steps", type=int, default=None, help="Linear learning-rate warm-up (default 0)."
+)
+@click.option(
+    "--min-lr-ratio",
+    type=float,
+    default=None,
+    help="Cosine schedule: final lr as a fraction of --lr (default 0).",
+)
 # synthetic data
 @click.option("--n", "n", type=int, default=None, help="Synthetic latent dimension (default 10).")
 @click.option(
@@ -248,6 +263,9 @@ def train(**o: Any) -> None:
         _put(user, "loss", flag, o[flag])
     _put(user, "optim", "lr", o["lr"])
     _put(user, "optim", "lambda_lr", o["lambda_lr"])
+    _put(user, "optim", "schedule", o["lr_schedule"])
+    _put(user, "optim", "warmup_steps", o["warmup_steps"])
+    _put(user, "optim", "min_lr_ratio", o["min_lr_ratio"])
     for flag in (
         "n",
         "space",

@@ -44,6 +44,12 @@ FAST = ["--hidden", "100,200,200,100", "--lr", "1e-3"]
 PAPER = ["--lr", "1e-4"]
 ANISO = ["--space", "extended_sphere", "--conditional", "anisotropic"]
 
+# A stronger anisotropy than the paper's, to test its claim where it should show most:
+# Lambda = geomspace(1, 100, 10) (noise std 1.0 down to 0.1), and plain InfoNCE at the
+# matched temperature 2 / mean(Lambda).
+GEOM = "1,1.6681,2.78256,4.64159,7.74264,12.9155,21.5443,35.9381,59.9484,100"
+GEOM_TAU = "0.0805863"
+
 EXPERIMENTS: dict[str, list[str]] = {
     "an-linspace": [*ANISO, "--lambdas", "linspace", "--loss", "aninfonce"],
     "an-bimodal": [*ANISO, "--lambdas", "bimodal", "--loss", "aninfonce"],
@@ -68,6 +74,20 @@ EXPERIMENTS: dict[str, list[str]] = {
         "2",
         "--temperature",
         "0.13333333",
+    ],
+    "an-geom": [*ANISO, "--lambdas", GEOM, "--loss", "aninfonce"],
+    "nce-geom": [
+        *ANISO,
+        "--lambdas",
+        GEOM,
+        "--loss",
+        "infonce",
+        "--similarity",
+        "lp",
+        "--p",
+        "2",
+        "--temperature",
+        GEOM_TAU,
     ],
     "nce-sphere": [
         "--space",
@@ -146,26 +166,32 @@ def report(root: Path) -> None:
             print(
                 "| learned, sorted | " + " | ".join(f"{v:.1f}" for v in sorted(e["lambda"])) + " |"
             )
-    an, nce = _evals(root / "an-linspace"), _evals(root / "nce-linspace")
+    for an_name, nce_name in (("an-linspace", "nce-linspace"), ("an-geom", "nce-geom")):
+        _side_by_side(root, an_name, nce_name)
+
+
+def _side_by_side(root: Path, an_name: str, nce_name: str) -> None:
+    an, nce = _evals(root / an_name), _evals(root / nce_name)
     common = sorted({r["step"] for r in an} & {r["step"] for r in nce})
-    if common:
-        step = common[-1]
-        a = next(r for r in an if r["step"] == step)
-        b = next(r for r in nce if r["step"] == step)
-        cfg = json.loads((root / "an-linspace" / "config.json").read_text())
-        lam = cfg["data"]["lambdas"]
-        print(f"\nper-latent R^2 on the same anisotropic data, both at step {step}")
+    if not common:
+        return
+    step = common[-1]
+    a = next(r for r in an if r["step"] == step)
+    b = next(r for r in nce if r["step"] == step)
+    cfg = json.loads((root / an_name / "config.json").read_text())
+    lam = cfg["data"]["lambdas"]
+    print(f"\nper-latent R^2 on the same anisotropic data ({nce_name} vs {an_name}), step {step}")
+    print(
+        "| latent | Lambda (precision) | noise std 1/sqrt(Lambda) | InfoNCE R^2 | AnInfoNCE R^2 |"
+    )
+    print("|---|---|---|---|---|")
+    for i, lv in enumerate(lam):
         print(
-            "| latent | Lambda (precision) | noise std 1/sqrt(Lambda) | InfoNCE R^2 | AnInfoNCE R^2 |"
+            f"| {i} | {lv:.1f} | {lv**-0.5:.3f} | {b['r2_per_dim'][i]:.4f} | "
+            f"{a['r2_per_dim'][i]:.4f} |"
         )
-        print("|---|---|---|---|---|")
-        for i, lv in enumerate(lam):
-            print(
-                f"| {i} | {lv:.1f} | {lv**-0.5:.3f} | {b['r2_per_dim'][i]:.4f} | "
-                f"{a['r2_per_dim'][i]:.4f} |"
-            )
-        print(f"| mean | | | {b['r2']:.4f} | {a['r2']:.4f} |")
-        print(f"| MCC | | | {b['mcc']:.4f} | {a['mcc']:.4f} |")
+    print(f"| mean | | | {b['r2']:.4f} | {a['r2']:.4f} |")
+    print(f"| MCC | | | {b['mcc']:.4f} | {a['mcc']:.4f} |")
 
 
 def main() -> None:

@@ -50,45 +50,25 @@ ANISO = ["--space", "extended_sphere", "--conditional", "anisotropic"]
 GEOM = "1,1.6681,2.78256,4.64159,7.74264,12.9155,21.5443,35.9381,59.9484,100"
 GEOM_TAU = "0.0805863"
 
+
+def _an(lambdas: str, *extra: str) -> list[str]:
+    """AnInfoNCE on the anisotropic extended-sphere data with precisions ``lambdas``."""
+    return [*ANISO, "--lambdas", lambdas, "--loss", "aninfonce", *extra]
+
+
+def _nce(lambdas: str, tau: str) -> list[str]:
+    """Plain InfoNCE (-||a - b||^2 / tau) on the same data as ``_an(lambdas)``."""
+    return [*ANISO, "--lambdas", lambdas, "--loss", "infonce", "--similarity", "lp", "--p", "2",
+            "--temperature", tau]  # fmt: skip
+
+
 EXPERIMENTS: dict[str, list[str]] = {
-    "an-linspace": [*ANISO, "--lambdas", "linspace", "--loss", "aninfonce"],
-    "an-bimodal": [*ANISO, "--lambdas", "bimodal", "--loss", "aninfonce"],
-    "an-linspace-cosine": [
-        *ANISO,
-        "--lambdas",
-        "linspace",
-        "--loss",
-        "aninfonce",
-        "--lr-schedule",
-        "cosine",
-    ],
-    "nce-linspace": [
-        *ANISO,
-        "--lambdas",
-        "linspace",
-        "--loss",
-        "infonce",
-        "--similarity",
-        "lp",
-        "--p",
-        "2",
-        "--temperature",
-        "0.13333333",
-    ],
-    "an-geom": [*ANISO, "--lambdas", GEOM, "--loss", "aninfonce"],
-    "nce-geom": [
-        *ANISO,
-        "--lambdas",
-        GEOM,
-        "--loss",
-        "infonce",
-        "--similarity",
-        "lp",
-        "--p",
-        "2",
-        "--temperature",
-        GEOM_TAU,
-    ],
+    "an-linspace": _an("linspace"),
+    "an-bimodal": _an("bimodal"),
+    "an-linspace-cosine": _an("linspace", "--lr-schedule", "cosine"),
+    "nce-linspace": _nce("linspace", "0.13333333"),
+    "an-geom": _an(GEOM),
+    "nce-geom": _nce(GEOM, GEOM_TAU),
     "nce-sphere": [
         "--space",
         "sphere",

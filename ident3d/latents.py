@@ -852,9 +852,10 @@ class LatentMapping:
     ``kind = "periodic"`` (raw ``(N, 11)``: 3 box coordinates then a unit vector in ``R^8``):
     x, y = ``raw * position_scale``; z = ``z_range[0] + (raw + 1) / 2 * (z_range[1] -
     z_range[0])``; the sphere point becomes 7 hyperspherical angles ``phi_1..phi_7``
-    (``phi_k = arccos(s_k / |s_k..s_8|)`` for k <= 6, ``phi_7 = atan2(s_8, s_7)``), the first six
-    doubled so every angle spans a full circle; they are, in order, alpha, beta, gamma, the
-    spotlight angle and the object, spotlight and background hue angles.
+    (``phi_k = arccos(s_k / |s_k..s_8|)``, ``phi_7`` flipped to ``2 pi - phi_7`` where
+    ``s_8 <= 0`` so it lies in ``[0, 2 pi)``; see :func:`sphere_angles`), the first six doubled
+    so every angle spans a full circle; they are, in order, alpha, beta, gamma, the spotlight
+    angle and the object, spotlight and background hue angles.
 
     ``hue`` says how a hue angle becomes the HSV hue handed to ``colorsys.hsv_to_rgb``:
     ``colorsys`` passes ``angle / (2 pi)`` unchanged (the original; negative values give
@@ -925,21 +926,24 @@ class LatentMapping:
 
 
 def sphere_angles(s: np.ndarray) -> np.ndarray:
-    """Unit vectors in ``R^8`` -> 7 angles, the first six doubled (each spans ``2 pi``).
+    """Unit vectors in ``R^d`` -> ``d - 1`` angles, as the original generator computes them.
 
-    ``phi_k = arccos(s_k / |s_k..s_8|)`` in ``[0, pi]`` for ``k = 1..6`` (then doubled to
-    ``[0, 2 pi]``) and ``phi_7 = atan2(s_8, s_7)`` in ``(-pi, pi]``.
+    This is cl-ica's ``cartesian_to_spherical`` followed by its doubling step:
+    ``phi_k = arccos(s_k / |s_k..s_d|)`` in ``[0, pi]`` for every ``k = 1..d-1`` (a zero tail
+    norm counts as 1); the last one is flipped to ``2 pi - phi`` where ``s_d <= 0``, so it lies
+    in ``[0, 2 pi)`` (not ``(-pi, pi]``); then all but the last are doubled to ``[0, 2 pi]``.
+    Checked against the original's own scene latents in ``reference/orig-renders/periodic``.
     """
     s = np.asarray(s, dtype=np.float64)
     d = s.shape[-1]
     # tail norms |s_k..s_d| for k = 1..d
     tail = np.sqrt(np.cumsum(s[..., ::-1] ** 2, axis=-1)[..., ::-1])
-    angles = np.empty((*s.shape[:-1], d - 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(tail[..., : d - 2] > 0, s[..., : d - 2] / tail[..., : d - 2], 1.0)
-    angles[..., : d - 2] = 2.0 * np.arccos(np.clip(ratio, -1.0, 1.0))
-    angles[..., d - 2] = np.arctan2(s[..., d - 1], s[..., d - 2])
-    return angles
+    tail = np.where(tail == 0.0, 1.0, tail)
+    phi = np.arccos(np.clip(s[..., : d - 1] / tail[..., : d - 1], -1.0, 1.0))
+    last = phi[..., d - 2]
+    phi[..., d - 2] = np.where(s[..., d - 1] <= 0.0, 2.0 * math.pi - last, last)
+    phi[..., : d - 2] *= 2.0
+    return phi
 
 
 def hsv_to_rgb(h: np.ndarray, s: float, v: float, mode: str = "colorsys") -> np.ndarray:

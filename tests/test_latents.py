@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ from ident3d.latents import (
 )
 
 N = 40_000
+REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "orig-renders"
 ALPHA = 1e-3  # KS p-value threshold; seeds are fixed, so this is deterministic
 
 
@@ -295,7 +297,33 @@ def test_periodic_mapping_angles_span_full_circles():
     ang = sc[:, 3:]
     assert ang[:, :6].min() >= 0 and ang[:, :6].max() <= 2 * math.pi
     assert ang[:, :6].max() > 1.9 * math.pi and ang[:, :6].min() < 0.1 * math.pi
-    assert ang[:, 6].min() < -3.0 and ang[:, 6].max() > 3.0
+    # the last angle (background hue) as the original computes it: [0, 2 pi), never negative
+    assert ang[:, 6].min() >= 0 and ang[:, 6].max() < 2 * math.pi
+    assert ang[:, 6].min() < 0.1 and ang[:, 6].max() > 2 * math.pi - 0.1
+    # about half the samples (s_8 <= 0) lie in the upper half circle
+    assert 0.45 < np.mean(ang[:, 6] > math.pi) < 0.55
+
+
+def test_periodic_mapping_matches_the_original_generators_latents():
+    # reference/orig-renders/periodic: raw (8 x 11) and scene (8 x 10) latents that the
+    # original generator itself computed (float32); positions and all seven angles must agree
+    from ident3d.scenes import load_preset
+
+    ref = REFERENCE / "periodic"
+    raw = np.load(ref / "raw_latents.npy")
+    want = np.load(ref / "latents.npy")
+    got = load_preset("3dident").mapping("periodic").to_scene(raw)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    # at least one sample's background hue lies in (pi, 2 pi), where (-pi, pi] would differ
+    assert (want[:, 9] > math.pi).any()
+
+
+def test_box_mapping_matches_the_original_generators_latents():
+    from ident3d.scenes import load_preset
+
+    ref = REFERENCE / "box"
+    got = load_preset("3dident").mapping("box").to_scene(np.load(ref / "raw_latents.npy"))
+    np.testing.assert_allclose(got, np.load(ref / "latents.npy"), atol=2e-6)
 
 
 def test_sphere_angles_invert_to_the_point():
@@ -309,7 +337,7 @@ def test_sphere_angles_invert_to_the_point():
         rec[:, k] = sin_prod * np.cos(phi[:, k])
         sin_prod = sin_prod * np.sin(phi[:, k])
     rec[:, 6] = sin_prod * np.cos(phi[:, 6])
-    rec[:, 7] = sin_prod * np.sin(phi[:, 6])
+    rec[:, 7] = sin_prod * np.sin(phi[:, 6])  # phi_7 in [0, 2 pi): sin < 0 where s_8 < 0
     np.testing.assert_allclose(rec, s, atol=1e-10)
 
 

@@ -1,33 +1,25 @@
-"""Render benchmark: cost and fidelity of the quality presets, worker scaling, hand-off, memory.
+"""Render benchmark: frame hand-off, worker scaling and worker memory.
 
 Run: ``python benchmarks/bench_render.py`` (``make bench-render``). Everything is measured on
-this machine in this run and printed; nothing is asserted.
+this machine in this run and printed; nothing is asserted. The quality presets' cost and
+fidelity (PSNR / SSIM against the original generator's own renders, cost ratio to
+``reference``) are measured by ``benchmarks/bench_fidelity.py``.
 
-1. Quality presets. A fixed set of 32 latents (box mode, seed 20210101) rendered at 224 x 224
-   with every quality preset of the 3dident preset, side by side in one process (one scene,
-   2 Cycles threads unless ``--threads``): seconds per image, speed-up over ``reference`` and
-   PSNR / SSIM of each image against the ``reference`` image of the same latents.
-2. Frame hand-off: the renderer's own split of the per-frame time into setting the
-   parameters, Cycles' render call and getting the pixels into numpy (BMP in /dev/shm); and
-   the hand-off alone per file format (BMP parsed with numpy vs PNG decoded with PIL).
-3. Worker scaling: images/s of ``ident3d.render.render_dataset`` at the ``fast`` preset with
+1. Frame hand-off: the cost of getting one rendered frame into numpy per file format (BMP
+   parsed with numpy vs PNG decoded with PIL), after one render.
+2. Worker scaling: images/s of ``ident3d.render.render_dataset`` at the ``fast`` preset with
    (workers, threads per worker) = (1, 1), (2, 1) and (1, 2), and the scaling efficiency
    ``ips(W=2) / (2 * ips(W=1))`` at one thread per worker; (1, 2) vs (2, 1) compares threads
    with processes on the same two cores.
-4. Worker memory: RSS of one worker process rendering ``--memory-frames`` frames at a cheap
+3. Worker memory: RSS of one worker process rendering ``--memory-frames`` frames at a cheap
    setting (1 sample, no denoising, 32 x 32), sampled every 10%, plus Blender's datablock
    counts at the start and the end.
-
-``--extra NAME:key=value,...`` adds candidate quality settings to table 1 (how ``balanced`` and
-``fast`` were chosen). ``--ref-frames K`` renders ``reference`` for the first K latents only
-(the others are then compared on those K).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -48,104 +40,11 @@ from ident3d.scenes import load_preset, scene_params  # noqa: E402
 LATENT_SEED = 20210101
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03), mean over RGB."""
-    from scipy.ndimage import gaussian_filter
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    vals = []
-    for ch in range(3):
-        x = a[..., ch].astype(np.float64)
-        y = b[..., ch].astype(np.float64)
-
-        def f(img: np.ndarray) -> np.ndarray:
-            return gaussian_filter(img, 1.5, truncate=3.5)
-
-        mx, my = f(x), f(y)
-        sxx = f(x * x) - mx * mx
-        syy = f(y * y) - my * my
-        sxy = f(x * y) - mx * my
-        m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-        vals.append(m.mean())
-    return float(np.mean(vals))
-
-
 def fixed_frames(preset: Any, n: int) -> list[dict[str, np.ndarray]]:
     mapping = preset.mapping("box")
     raw = LatentModel(mapping.default_space()).sample(n, LATENT_SEED)
     params = scene_params(preset, mapping.to_scene(raw), "box")
     return [{k: v[i] for k, v in params.items()} for i in range(n)]
-
-
-def parse_extra(spec: str) -> tuple[str, dict[str, Any]]:
-    name, _, body = spec.partition(":")
-    out: dict[str, Any] = {}
-    for item in filter(None, body.split(",")):
-        k, _, v = item.partition("=")
-        if v.lower() in ("true", "false"):
-            out[k] = v.lower() == "true"
-        else:
-            try:
-                out[k] = int(v)
-            except ValueError:
-                try:
-                    out[k] = float(v)
-                except ValueError:
-                    out[k] = v
-    return name, out
-
-
-def bench_quality(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
-    from ident3d.blender.scene import SceneRenderer
-
-    frames = fixed_frames(preset, args.frames)
-    qualities = {name: preset.quality(name) for name in args.qualities}
-    for spec in args.extra:
-        name, over = parse_extra(spec)
-        base = dict(qualities.get("fast", preset.quality("fast")))
-        base.update(over)
-        qualities[name] = base
-    r = SceneRenderer(preset.data, qualities["reference"], args.resolution, threads=args.threads)
-    results: dict[str, Any] = {}
-    images: dict[str, np.ndarray] = {}
-    ref_n = args.ref_frames or args.frames
-    for name, q in qualities.items():
-        r.apply_quality(q)
-        count = ref_n if name == "reference" else args.frames
-        r.render(frames[0], seed=0)  # warm-up (scene sync, kernels), not timed
-        r.timings = {"apply": 0.0, "render": 0.0, "handoff": 0.0}
-        r.frames = 0
-        out = np.empty((count, args.resolution, args.resolution, 3), np.uint8)
-        t0 = time.perf_counter()
-        for i in range(count):
-            out[i] = r.render(frames[i], seed=R.frame_seed(0, i))
-            if name == "reference":
-                print(f"  reference frame {i + 1}/{count}", file=sys.stderr, flush=True)
-        dt = time.perf_counter() - t0
-        images[name] = out
-        results[name] = {
-            "settings": q,
-            "s_per_image": dt / count,
-            "frames": count,
-            "split_ms": {k: 1000 * v / count for k, v in r.timings.items()},
-        }
-        print(f"  {name}: {dt / count:.3f} s/image over {count}", file=sys.stderr, flush=True)
-    ref = images["reference"]
-    for name, res in results.items():
-        k = min(len(ref), len(images[name]))
-        res["psnr"] = float(np.mean([psnr(images[name][i], ref[i]) for i in range(k)]))
-        res["psnr_min"] = float(min(psnr(images[name][i], ref[i]) for i in range(k)))
-        res["ssim"] = float(np.mean([ssim(images[name][i], ref[i]) for i in range(k)]))
-        res["speedup"] = results["reference"]["s_per_image"] / res["s_per_image"]
-    r.close()
-    if args.save_images:
-        np.savez_compressed(args.save_images, **images)
-    return results
 
 
 def bench_scaling(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
@@ -250,20 +149,13 @@ def bench_handoff(args: argparse.Namespace, preset: Any) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--frames", type=int, default=32)
-    ap.add_argument("--ref-frames", type=int, default=0)
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--qualities", nargs="+", default=["reference", "balanced", "fast"])
-    ap.add_argument("--extra", action="append", default=[])
     ap.add_argument("--scaling-frames", type=int, default=48)
     ap.add_argument("--memory-frames", type=int, default=10_000)
     ap.add_argument("--memory-resolution", type=int, default=32)
     ap.add_argument("--handoff-reps", type=int, default=50)
-    ap.add_argument(
-        "--skip", nargs="*", default=[], choices=["quality", "handoff", "scaling", "memory"]
-    )
-    ap.add_argument("--save-images", default=None, help="save all rendered images (.npz)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["handoff", "scaling", "memory"])
     ap.add_argument("--json", default=None, help="also write the results as JSON")
     args = ap.parse_args()
     R.require_bpy()
@@ -271,49 +163,16 @@ def main() -> None:
     cores = R.default_threads(1)
     print(f"machine: {cores} cores, {os.uname().machine}, load {os.getloadavg()}")
     results: dict[str, Any] = {"cores": cores, "load_start": os.getloadavg()}
-    if "quality" not in args.skip:
-        t = time.perf_counter()
-        q = bench_quality(args, preset)
-        results["quality"] = q
-        print(
-            f"\n1. quality presets, {args.resolution}x{args.resolution}, {args.frames} fixed "
-            f"latents, {args.threads} threads ({time.perf_counter() - t:.0f} s)"
-        )
-        print(
-            f"{'preset':<12}{'s/image':>9}{'speed-up':>10}{'PSNR dB':>9}{'min':>7}{'SSIM':>8}"
-            f"  settings"
-        )
-        for name, res in q.items():
-            s = res["settings"]
-            desc = (
-                f"{s['samples']} spp, "
-                + ("adaptive, " if s["adaptive_sampling"] else "")
-                + (
-                    f"OIDN {s.get('denoising_prefilter', 'ACCURATE')}/"
-                    f"{s.get('denoising_quality', 'HIGH')}/"
-                    f"{s.get('denoising_input_passes', 'RGB_ALBEDO_NORMAL')}"
-                    if s["denoise"]
-                    else "no denoise"
-                )
-            )
-            print(
-                f"{name:<12}{res['s_per_image']:>9.3f}{res['speedup']:>9.1f}x"
-                f"{res['psnr']:>9.2f}{res['psnr_min']:>7.1f}{res['ssim']:>8.4f}  {desc}"
-            )
-        print("\n2. per-frame split (ms): set parameters / Cycles render / hand-off to numpy")
-        for name, res in q.items():
-            sp = res["split_ms"]
-            print(f"{name:<12}{sp['apply']:>8.2f}{sp['render']:>10.1f}{sp['handoff']:>8.2f}")
     if "handoff" not in args.skip:
         h = bench_handoff(args, preset)
         results["handoff"] = h
-        print(f"\n2b. frame hand-off alone, {args.resolution} px, {args.handoff_reps} repetitions")
+        print(f"\n1. frame hand-off alone, {args.resolution} px, {args.handoff_reps} repetitions")
         for label, v in h.items():
             print(f"{label:<22}{v['ms']:>8.2f} ms per frame")
     if "scaling" not in args.skip:
         sc = bench_scaling(args, preset)
         results["scaling"] = sc
-        print(f"\n3. worker scaling, fast preset, {args.scaling_frames} images")
+        print(f"\n2. worker scaling, fast preset, {args.scaling_frames} images")
         for key in ("W1T1", "W2T1", "W1T2"):
             r = sc[key]
             print(
@@ -329,7 +188,7 @@ def main() -> None:
         m = bench_memory(args, preset)
         results["memory"] = m
         print(
-            f"\n4. worker memory: {m['frames']} frames at {args.memory_resolution}px, 1 spp "
+            f"\n3. worker memory: {m['frames']} frames at {args.memory_resolution}px, 1 spp "
             f"({m['seconds']:.0f} s)"
         )
         print("   RSS MiB after frames: " + ", ".join(f"{f}: {v:.1f}" for f, v in m["rss_mib"]))

@@ -5,7 +5,7 @@ validated dict, a quality dict, per-frame scene parameters as numbers) so it cou
 Blender binary as well as with ``bpy`` as a Python module; it imports only bpy, numpy and the
 standard library.
 
-:class:`SceneRenderer` builds the scene once (camera with a track-to constraint, sun, disk
+:class:`SceneRenderer` builds the scene once (camera with a track-to constraint, sun, square
 area lamp, a spotlight that tracks the object, ground plane, the CLEVR-like "rubber" material,
 colour management, every Cycles setting written explicitly) and then, per frame, only moves
 the object and the spotlight, sets three colours, the Cycles seed and renders. Nothing is
@@ -34,7 +34,7 @@ import bpy
 import numpy as np
 
 from .devices import cycles_preferences, select_gpu
-from .teapot import tessellate
+from .teapot import place, tessellate
 
 PRIMITIVES: dict[str, str] = {
     "suzanne": "primitive_monkey_add",
@@ -45,7 +45,7 @@ PRIMITIVES: dict[str, str] = {
     "cone": "primitive_cone_add",
 }
 BUILTIN_SHAPES: tuple[str, ...] = ("teapot", *PRIMITIVES)
-#: Teapot tessellation when a preset does not set ``render.teapot_segments``.
+#: Teapot tessellation when a preset has no ``[teapot]`` section.
 TEAPOT_SEGMENTS = 10
 MESH_SUFFIXES: tuple[str, ...] = (".obj", ".ply", ".stl", ".glb", ".gltf")
 FRAME_KEYS: tuple[str, ...] = (
@@ -132,7 +132,9 @@ class SceneRenderer:
     objects:
         Object classes: built-in shape names (``teapot``, ``suzanne``, ``torus``, ``cube``,
         ``cylinder``, ``sphere``, ``cone``) or mesh files. Each is centred on its bounding box
-        and scaled so its largest side is the preset's object size S.
+        and scaled so its largest side is the preset's object size S, except the teapot when
+        the preset has a ``[teapot]`` section: then it is placed exactly as the original's
+        asset (:func:`ident3d.blender.teapot.place`).
     threads:
         Cycles CPU threads (0: all cores).
     gpu:
@@ -221,7 +223,11 @@ class SceneRenderer:
         self.apply_quality(self.quality)
 
     def apply_quality(self, q: Mapping[str, Any]) -> None:
-        """Write a quality preset's Cycles settings (every one explicitly)."""
+        """Write a quality preset's Cycles settings (every one explicitly).
+
+        Called once when the scene is built. Switching a built scene to other settings and
+        back renders valid frames, but not with the noise of a fresh renderer (Cycles keeps
+        some sampling state), so datasets and benchmarks use one renderer per quality."""
         c = self.scene.cycles
         c.samples = int(q["samples"])
         c.preview_samples = int(q["samples"])
@@ -238,6 +244,9 @@ class SceneRenderer:
         c.sample_clamp_direct = float(q.get("sample_clamp_direct", 0.0))
         c.sample_clamp_indirect = float(q.get("sample_clamp_indirect", 0.0))
         c.use_light_tree = bool(q.get("use_light_tree", True))
+        # Blender 5's default for a new scene; BLUE_NOISE spreads the error of few samples as
+        # blue noise, which the denoiser removes better
+        c.sampling_pattern = str(q.get("sampling_pattern", "TABULATED_SOBOL"))
         if "light_sampling_threshold" in q:
             c.light_sampling_threshold = float(q["light_sampling_threshold"])
         c.use_denoising = bool(q["denoise"])
@@ -277,6 +286,8 @@ class SceneRenderer:
         cam.lens = float(cfg["lens_mm"])
         cam.sensor_width = float(cfg["sensor_width_mm"])
         cam.sensor_fit = cfg["sensor_fit"]
+        cam.clip_start = float(cfg["clip_start"])
+        cam.clip_end = float(cfg["clip_end"])
         cam.shift_x = cam.shift_y = 0.0
         obj = _new_object("Camera", cam)
         obj.location = tuple(cfg["location"])
@@ -287,7 +298,7 @@ class SceneRenderer:
         p = self.preset
         sun = bpy.data.lights.new("Sun", "SUN")
         sun.energy = float(p["sun"]["strength"])
-        sun.angle = math.radians(float(p["sun"]["angle_deg"]))
+        sun.angle = float(p["sun"]["angle_rad"])
         sun_obj = _new_object("Sun", sun)
         sun_obj.rotation_euler = tuple(math.radians(a) for a in p["sun"]["rotation_deg"])
 
@@ -319,7 +330,8 @@ class SceneRenderer:
         spot.use_soft_falloff = True
 
     def _rubber_material(self, name: str) -> Any:
-        """The CLEVR rubber look: Fresnel-mixed diffuse + sheen, a little glossy on top."""
+        """The CLEVR "Rubber" node group, flattened: diffuse and sheen mixed by a Fresnel
+        factor, that mixed with a glossy BSDF by a second Fresnel factor (``[material]``)."""
         m = self.preset["material"]
         mat = bpy.data.materials.new(f"{m['name']}_{name}")
         nt = mat.node_tree
@@ -327,10 +339,10 @@ class SceneRenderer:
         rgb = nt.nodes.new("ShaderNodeRGB")
         rgb.outputs[0].default_value = (0.5, 0.5, 0.5, 1.0)
         diffuse = nt.nodes.new("ShaderNodeBsdfDiffuse")
-        diffuse.inputs["Roughness"].default_value = float(m.get("diffuse_roughness", 0.0))
+        diffuse.inputs["Roughness"].default_value = float(m["diffuse_roughness"])
         sheen = nt.nodes.new("ShaderNodeBsdfSheen")
         # ASHIKHMIN is the velvet model of Blender <= 3.x's Velvet BSDF (sigma = roughness)
-        sheen.distribution = "ASHIKHMIN"
+        sheen.distribution = m["sheen_distribution"]
         sheen.inputs["Roughness"].default_value = float(m["sheen_roughness"])
         if "sheen_weight" in m:
             sheen.inputs["Weight"].default_value = float(m["sheen_weight"])
@@ -338,11 +350,12 @@ class SceneRenderer:
         fresnel.inputs["IOR"].default_value = float(m["fresnel_ior"])
         mix = nt.nodes.new("ShaderNodeMixShader")
         glossy = nt.nodes.new("ShaderNodeBsdfGlossy")
-        glossy.distribution = "GGX"  # the Glossy BSDF default of Blender 2.8-3.x
+        glossy.distribution = m["glossy_distribution"]
         glossy.inputs["Color"].default_value = (*m["glossy_color"], 1.0)
         glossy.inputs["Roughness"].default_value = float(m["glossy_roughness"])
+        glossy_fresnel = nt.nodes.new("ShaderNodeFresnel")
+        glossy_fresnel.inputs["IOR"].default_value = float(m["glossy_fresnel_ior"])
         top = nt.nodes.new("ShaderNodeMixShader")
-        top.inputs[0].default_value = float(m["glossy_mix"])
         out = nt.nodes.new("ShaderNodeOutputMaterial")
         out.target = "ALL"
         links = nt.links
@@ -351,6 +364,7 @@ class SceneRenderer:
         links.new(fresnel.outputs[0], mix.inputs[0])
         links.new(diffuse.outputs[0], mix.inputs[1])
         links.new(sheen.outputs[0], mix.inputs[2])
+        links.new(glossy_fresnel.outputs[0], top.inputs[0])
         links.new(mix.outputs[0], top.inputs[1])
         links.new(glossy.outputs[0], top.inputs[2])
         links.new(top.outputs[0], out.inputs["Surface"])
@@ -377,10 +391,14 @@ class SceneRenderer:
     def _build_object(self, spec: str, index: int) -> Any:
         size = float(self.preset["object"]["size"])
         name = f"Object{index}"
+        placed = None
         if spec == "teapot":
-            segments = self.preset["render"].get("teapot_segments", TEAPOT_SEGMENTS)
+            placement = self.preset.get("teapot")
+            segments = placement["segments"] if placement else TEAPOT_SEGMENTS
             verts, faces = tessellate(int(segments))
             smooth = True
+            if placement:
+                placed = place(verts, placement)
         elif spec in PRIMITIVES:
             before = set(bpy.data.objects)
             getattr(bpy.ops.mesh, PRIMITIVES[spec])()
@@ -393,11 +411,14 @@ class SceneRenderer:
             smooth = True
         if len(verts) == 0 or not faces:
             raise SceneError(f"the mesh {spec} has no faces.")
-        lo, hi = verts.min(axis=0), verts.max(axis=0)
-        extent = float((hi - lo).max())
-        if not math.isfinite(extent) or extent <= 0:
-            raise SceneError(f"the mesh {spec} has no extent.")
-        verts = (verts - (lo + hi) / 2.0) * (size / extent)
+        if placed is not None:
+            verts = placed
+        else:
+            lo, hi = verts.min(axis=0), verts.max(axis=0)
+            extent = float((hi - lo).max())
+            if not math.isfinite(extent) or extent <= 0:
+                raise SceneError(f"the mesh {spec} has no extent.")
+            verts = (verts - (lo + hi) / 2.0) * (size / extent)
         mesh = bpy.data.meshes.new(name)
         mesh.from_pydata(verts.tolist(), [], faces)
         mesh.validate(verbose=False)
@@ -471,11 +492,12 @@ class SceneRenderer:
         self.gpu_backend, self.gpu_devices = select_gpu(cycles_preferences())
         self.scene.cycles.device = "GPU"
         self.scene.cycles.denoising_use_gpu = True
-        # warm-up: compile (or JIT) the kernels and load the scene before timing starts
-        keep = self.quality
-        self.apply_quality({**keep, "samples": 1, "denoise": bool(keep["denoise"])})
+        # warm-up: compile (or JIT) the kernels and load the scene before timing starts. With
+        # the frame's own settings: a renderer whose quality was switched and switched back
+        # does not give the noise of a fresh one (measured: the blue-noise pattern then loses
+        # about 1 dB at 2 samples), so the quality is never changed here.
+        self.apply_quality(self.quality)
         bpy.ops.render.render(write_still=False)
-        self.apply_quality(keep)
 
     # ------------------------------------------------------------------ per frame
     def apply(self, frame: Mapping[str, Any], seed: int, object_class: int = 0) -> None:

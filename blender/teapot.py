@@ -5,12 +5,16 @@ The 32 bicubic patches and 306 control points live as data in ``scenes/meshes/te
 ``(segments + 1) x (segments + 1)`` grid, welds the vertices that patches share along their
 seams, drops the faces that collapse at the lid's and the bottom's poles (quads with two equal
 corners become triangles) and returns plain arrays that :mod:`ident3d.blender.scene` turns into
-a mesh. No bpy here, so it is testable anywhere.
+a mesh. :func:`place` puts them where the original 3DIdent asset has its vertices (a preset's
+``[teapot]`` section: ``scale * Rz(rotation_z_deg) * (p - origin)``). No bpy here, so it is testable anywhere.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +67,9 @@ def tessellate(
 
     Each patch edge is split into ``segments`` pieces. Vertices closer than ``weld_tol``
     (relative to the model's size) are merged, so the surface is closed along patch seams.
-    Coordinates are as in the data file (z up, spout along +x); the caller centres and scales.
+    Coordinates are as in the data file (z up, spout along +x); the caller centres and scales
+    (or :func:`place` puts them). Faces are wound counter-clockwise seen from outside, so their
+    normals point out of the teapot, as in the original 3DIdent asset.
     """
     if segments < 1:
         raise ValueError("segments must be at least 1")
@@ -89,7 +95,10 @@ def tessellate(
     for p in range(grid.shape[0]):
         for i in range(n):
             for j in range(n):
-                quad = (vid[p, i, j], vid[p, i + 1, j], vid[p, i + 1, j + 1], vid[p, i, j + 1])
+                # wound so that normals point outward (the patch data's (u, v) order points
+                # them inward, which Cycles shades as back faces: its Fresnel then inverts the
+                # IOR and the rims turn glossy-black)
+                quad = (vid[p, i, j], vid[p, i, j + 1], vid[p, i + 1, j + 1], vid[p, i + 1, j])
                 face: list[int] = []
                 for v in quad:
                     if v not in face:
@@ -102,3 +111,17 @@ def tessellate(
                 seen.add(key)
                 faces.append(tuple(face))
     return verts, faces
+
+
+def place(points: np.ndarray, placement: Mapping[str, Any]) -> np.ndarray:
+    """``scale * Rz(rotation_z_deg) * (p - origin)`` of patch points ``p`` (``(V, 3)``).
+
+    With the 3dident preset's ``[teapot]`` values this reproduces the vertices of the original
+    generator's ``ShapeTeapot.blend`` scaled x1.5 (to within 2e-5 of its size): spout along
+    ``(+x, -y)``, pivot on the body axis 1.360 above the base, bounding box 4.442 x 4.442 x 2.999.
+    """
+    a = math.radians(float(placement["rotation_z_deg"]))
+    c, s = math.cos(a), math.sin(a)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    p = np.asarray(points, np.float64) - np.asarray(placement["origin"], np.float64)
+    return float(placement["scale"]) * (p @ rz.T)

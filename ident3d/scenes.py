@@ -110,6 +110,7 @@ QUALITY_SCHEMA: dict[str, tuple[Checker, bool]] = {
     "sample_clamp_direct": (_num(0.0), OPT),
     "sample_clamp_indirect": (_num(0.0), OPT),
     "caustics": (_bool, OPT),
+    "sampling_pattern": (_str("TABULATED_SOBOL", "BLUE_NOISE", "AUTOMATIC"), OPT),
     "description": (_str(), OPT),
 }
 
@@ -141,7 +142,6 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
         "film_transparent": (_bool, REQ),
         "use_persistent_data": (_bool, OPT),
         "dither_intensity": (_num(0.0, 10.0), OPT),
-        "teapot_segments": (_int(1, 64), OPT),
         "seed_per_sample": (_bool, OPT),
     },
     "camera": {
@@ -150,6 +150,8 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
         "lens_mm": (_num(1.0, 5000.0), REQ),
         "sensor_width_mm": (_num(1.0, 500.0), REQ),
         "sensor_fit": (_str("AUTO", "HORIZONTAL", "VERTICAL"), REQ),
+        "clip_start": (_num(1e-6), REQ),
+        "clip_end": (_num(1e-6), REQ),
     },
     "world": {
         "color": (_vec(3, 0.0), REQ),
@@ -157,7 +159,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
     },
     "sun": {
         "strength": (_num(0.0), REQ),
-        "angle_deg": (_num(0.0, 180.0), REQ),
+        "angle_rad": (_num(0.0, math.pi), REQ),
         "rotation_deg": (_vec(3), REQ),
     },
     "area_light": {
@@ -197,13 +199,28 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
     },
     "material": {
         "name": (_str(), REQ),
+        "diffuse_roughness": (_num(0.0, 1.0), REQ),
+        "sheen_distribution": (_str("ASHIKHMIN", "MICROFIBER"), REQ),
         "sheen_roughness": (_num(0.0, 1.0), REQ),
         "sheen_weight": (_num(0.0), OPT),
         "fresnel_ior": (_num(1.0, 10.0), REQ),
-        "diffuse_roughness": (_num(0.0, 1.0), OPT),
+        "glossy_distribution": (_str("BECKMANN", "GGX", "ASHIKHMIN_SHIRLEY", "MULTI_GGX"), REQ),
         "glossy_color": (_vec(3, 0.0, 1.0), REQ),
         "glossy_roughness": (_num(0.0, 1.0), REQ),
-        "glossy_mix": (_num(0.0, 1.0), REQ),
+        "glossy_fresnel_ior": (_num(1.0, 10.0), REQ),
+    },
+}
+
+# Optional sections: checked when present.
+OPTIONAL_SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
+    # The teapot's placement (the original's asset): scale * Rz(rotation_z_deg) * (p - origin)
+    # of the tessellated patch points p, not normalised. Without it the teapot is centred and
+    # scaled to S like every other shape.
+    "teapot": {
+        "segments": (_int(1, 64), REQ),
+        "scale": (_num(1e-6), REQ),
+        "rotation_z_deg": (_num(-360.0, 360.0), REQ),
+        "origin": (_vec(3), REQ),
     },
 }
 
@@ -240,8 +257,11 @@ def validate_preset(data: dict[str, Any], source: str) -> None:
     problems (all of them listed, each naming the key), prefixed by ``source``."""
     errors: list[str] = []
     for section in data:
-        if section not in (*SCHEMA, "quality", "latents"):
+        if section not in (*SCHEMA, *OPTIONAL_SCHEMA, "quality", "latents"):
             errors.append(f"unknown section [{section}]")
+    for section, schema in OPTIONAL_SCHEMA.items():
+        if section in data:
+            _check_table(section, data[section], schema, errors)
     for section, schema in SCHEMA.items():
         if section not in data:
             errors.append(f"missing section [{section}]")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ident3d.blender.teapot import load_patches, tessellate
+from ident3d.blender.teapot import load_patches, place, tessellate
 
 from ident3d.scenes import load_preset, scene_params
 
@@ -39,6 +39,41 @@ def test_teapot_patches_and_tessellation() -> None:
             edges[key] = edges.get(key, 0) + 1
     shared = sum(1 for c in edges.values() if c == 2)
     assert shared / len(edges) > 0.95
+
+
+def _signed_volume(v: np.ndarray, faces: list[tuple[int, ...]]) -> float:
+    """Volume enclosed by the faces, positive when they are wound with outward normals."""
+    vol = 0.0
+    for face in faces:
+        p = v[list(face)]
+        for k in range(1, len(p) - 1):
+            vol += float(np.dot(p[0], np.cross(p[k], p[k + 1]))) / 6.0
+    return vol
+
+
+def test_teapot_faces_point_outward() -> None:
+    # Newell's (u, v) order winds the faces inward; Cycles then shades the teapot as back
+    # faces (its Fresnel inverts the IOR: glossy-black rims, 30 dB against the original)
+    v, f = tessellate(10)
+    assert _signed_volume(v, f) > 20.0  # the body alone holds about 26 cubic units
+
+
+def test_placed_teapot_is_the_original_asset():
+    # the original's ShapeTeapot.blend x1.5: bounding box 4.442117 x 4.442117 x 2.998891
+    # (measured with bpy), origin 1.360 above the base, spout along (+x, -y); S is its largest side
+    p = load_preset("3dident")
+    pts, faces = tessellate(p.data["teapot"]["segments"])
+    v = place(pts, p.data["teapot"])
+    assert len(v) == 3241 and len(faces) == 3200
+    np.testing.assert_allclose(np.ptp(v, axis=0), [4.4421165, 4.4421165, 2.998891], atol=1e-4)
+    assert np.ptp(v, axis=0).max() == pytest.approx(p.object_size, abs=1e-4)
+    assert v[:, 2].min() == pytest.approx(-1.36004, abs=1e-4)  # base 1.360 below the pivot
+    assert v[:, 2].max() == pytest.approx(1.63885, abs=1e-4)
+    # the spout tip (the point farthest from the body axis) points along (+x, -y)
+    tip = v[np.argmax(np.hypot(v[:, 0], v[:, 1]))]
+    assert tip[0] > 2.0 and tip[1] < -2.0
+    # the original's vertices are 0.6346863 * Rz(-45) * (p - (0, 0, 1.42857)), times 1.5
+    np.testing.assert_allclose(v, 1.5 * place(pts, {**p.data["teapot"], "scale": 0.6346863}))
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +237,67 @@ def test_object_sizes_and_no_per_frame_datablocks(renderer: Any) -> None:
     for i in range(5):
         renderer.render(_frame(pos_x=i * 0.3), seed=i, object_class=i % 2)
     assert SceneRenderer.datablock_counts() == before
+
+
+@pytest.mark.bpy
+def test_scene_applies_the_measured_facts(renderer: Any) -> None:
+    """The built scene holds the preset's numbers (each measured in the original's assets)."""
+    import bpy
+
+    d = load_preset("3dident").data
+    scene = renderer.scene
+    cam = scene.camera.data
+    assert (cam.clip_start, cam.clip_end) == pytest.approx((0.1, 100.0))
+    assert (cam.lens, cam.sensor_width, cam.sensor_fit) == (35.0, 50.0, "AUTO")
+    lights = {o.data.type: o.data for o in bpy.data.objects if o.type == "LIGHT"}
+    assert lights["SUN"].angle == pytest.approx(0.199337, abs=1e-6)
+    assert lights["SUN"].energy == pytest.approx(0.5)
+    assert (lights["AREA"].shape, lights["AREA"].size) == ("SQUARE", pytest.approx(1.0))
+    assert lights["AREA"].energy == pytest.approx(39.2699, abs=1e-3)
+    assert scene.render.dither_intensity == 0.0
+    assert scene.cycles.filter_width == pytest.approx(1.5)
+    # the teapot is placed as the original's asset, not re-centred or rescaled
+    teapot = renderer.objects[0].data
+    co = np.empty(len(teapot.vertices) * 3)
+    teapot.vertices.foreach_get("co", co)
+    want = place(tessellate(d["teapot"]["segments"])[0], d["teapot"])
+    np.testing.assert_allclose(co.reshape(-1, 3), want, atol=1e-5)
+    assert all(p.use_smooth for p in teapot.polygons)
+    assert renderer.ground.location.z == pytest.approx(-4.442117, abs=1e-5)
+
+
+@pytest.mark.bpy
+def test_material_is_the_measured_rubber_node_group(renderer: Any) -> None:
+    """Diffuse (roughness 0) and sheen (Ashikhmin 0.6) mixed by Fresnel(1.4); that mixed with
+    a Beckmann glossy (0.8, roughness sqrt(0.35)) by Fresnel(1.2); the output is that mix."""
+    for mat in (renderer.object_material, renderer.ground_material):
+        nodes = mat.node_tree.nodes
+        out = next(n for n in nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+        top = out.inputs["Surface"].links[0].from_node
+
+        def src(node: Any, i: int) -> Any:
+            return node.inputs[i].links[0].from_node
+
+        assert top.bl_idname == "ShaderNodeMixShader"
+        fres_top, mix, glossy = src(top, 0), src(top, 1), src(top, 2)
+        assert fres_top.bl_idname == "ShaderNodeFresnel"
+        assert fres_top.inputs["IOR"].default_value == pytest.approx(1.2)
+        assert glossy.bl_idname == "ShaderNodeBsdfAnisotropic"  # Blender 5's Glossy BSDF
+        assert glossy.distribution == "BECKMANN"
+        assert tuple(glossy.inputs["Color"].default_value)[:3] == pytest.approx((0.8,) * 3)
+        assert glossy.inputs["Roughness"].default_value == pytest.approx(math.sqrt(0.35), 1e-5)
+        assert glossy.inputs["Anisotropy"].default_value == 0.0
+        assert mix.bl_idname == "ShaderNodeMixShader"
+        fres, diffuse, sheen = src(mix, 0), src(mix, 1), src(mix, 2)
+        assert fres.bl_idname == "ShaderNodeFresnel"
+        assert fres.inputs["IOR"].default_value == pytest.approx(1.4)
+        assert diffuse.bl_idname == "ShaderNodeBsdfDiffuse"
+        assert diffuse.inputs["Roughness"].default_value == 0.0
+        assert sheen.bl_idname == "ShaderNodeBsdfSheen" and sheen.distribution == "ASHIKHMIN"
+        assert sheen.inputs["Roughness"].default_value == pytest.approx(0.6)
+        # the hue colour feeds diffuse and sheen, nothing else
+        colour = renderer._color_socket(mat)
+        assert {ln.to_node.name for ln in colour.links} == {diffuse.name, sheen.name}
 
 
 @pytest.mark.bpy

@@ -171,7 +171,7 @@ def test_disk_full_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     def full(path: object) -> str:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store, "sha256_file", full)
+    monkeypatch.setattr(store.writer, "sha256_file", full)
     with (
         pytest.raises(DataError, match="disk full"),
         store.ShardWriter(root, 0, 0, 5, "images", H, W, 10) as w,

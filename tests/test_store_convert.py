@@ -258,7 +258,7 @@ def test_convert_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path)
 
-    monkeypatch.setattr(store, "sha256_file", fill_up)
+    monkeypatch.setattr(store.writer, "sha256_file", fill_up)
     with pytest.raises(DataError, match="disk full"):
         store.convert_original(src, dst, workers=1, shard_size=4, progress=False)
     assert not dst.exists()

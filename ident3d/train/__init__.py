@@ -28,12 +28,13 @@ hold everything needed to continue bit for bit: the encoder, the loss parameters
 config, the learned lambdas and, for synthetic runs, the data-generating process.
 
 The package holds one concept per module: :mod:`~ident3d.train.config`,
-:mod:`~ident3d.train.sources`, :mod:`~ident3d.train.device`, :mod:`~ident3d.train.scores`,
-:mod:`~ident3d.train.checkpoints`, :mod:`~ident3d.train.loop` (:func:`train`) and
-:mod:`~ident3d.train.runs` (:func:`load_run`). The public names are re-exported here.
+:mod:`~ident3d.train.sources`, :mod:`~ident3d.train.device`, :mod:`~ident3d.train.setup`
+(everything the step loop needs), :mod:`~ident3d.train.schedule` (learning rate),
+:mod:`~ident3d.train.metrics_log` (logging), :mod:`~ident3d.train.scores`,
+:mod:`~ident3d.train.rundir` (run directory and checkpoints), :mod:`~ident3d.train.loop`
+(:func:`train`) and :mod:`~ident3d.train.runs` (:func:`load_run`). The public names are re-exported here.
 """
 
-from ident3d.train.checkpoints import CKPT_FORMAT
 from ident3d.train.config import (
     RUN_FORMAT,
     SCHEDULES,
@@ -43,8 +44,10 @@ from ident3d.train.config import (
     resolve_config,
 )
 from ident3d.train.device import pick_device
-from ident3d.train.loop import lr_factor, train
+from ident3d.train.loop import train
+from ident3d.train.rundir import CKPT_FORMAT
 from ident3d.train.runs import Run, load_run, preprocess_images
+from ident3d.train.schedule import lr_factor
 from ident3d.train.scores import score
 from ident3d.train.sources import DatasetSource, SyntheticSource
 

@@ -17,8 +17,8 @@ from ident3d.errors import UsageError
 from ident3d.losses import build_loss
 from ident3d.models import build_encoder
 from ident3d.synthetic import SyntheticDGP, build_dgp
-from ident3d.train.checkpoints import _load_ckpt
 from ident3d.train.config import RUN_FORMAT
+from ident3d.train.rundir import _load_ckpt
 
 
 @dataclass

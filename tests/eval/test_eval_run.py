@@ -1,4 +1,4 @@
-"""ident3d.eval and ``ident3d eval``: reports, figures, comparison, bad input."""
+"""Tests of ident3d.eval.run (ident3d eval): synthetic and image runs, bad input."""
 
 from __future__ import annotations
 
@@ -10,52 +10,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from eval_helpers import _main, _train
 from PIL import Image
 
-from ident3d import eval as ev
 from ident3d.cli import cli
-from ident3d.errors import DataError, UsageError
 from ident3d.latents import FACTOR_NAMES
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one torch thread (two spinning OpenMP threads on a loaded 2-core machine
-    make them far slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _train(cfg_user: dict, out: Path) -> Path:
-    from ident3d.train import resolve_config, train
-
-    train(resolve_config(cfg_user), out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory) -> Path:
-    """A tiny AnInfoNCE run on a 3-D synthetic process (checkpoints at steps 10, 20)."""
-    torch.set_num_threads(1)
-    return _train(
-        {
-            "data": {
-                "kind": "synthetic",
-                "n": 3,
-                "lambdas": "linspace",
-                "space": "extended_sphere",
-                "cond_draws": 200,
-            },
-            "loss": {"name": "aninfonce"},
-            "model": {"kind": "mlp", "hidden": [16, 16]},
-            "steps": 20,
-            "batch_size": 64,
-            "loop": {"checkpoint_every": 10, "eval_every": 0, "threads": 1, "num_workers": 0},
-        },
-        tmp_path_factory.mktemp("runs") / "an3",
-    )
 
 
 def _write_3dident_folder(root: Path, n: int = 40, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -95,120 +54,6 @@ def image_run(tmp_path_factory) -> tuple[Path, Path]:
 
 def _invoke(args: list[str]):
     return CliRunner().invoke(cli, args, standalone_mode=False, catch_exceptions=True)
-
-
-def _main(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``ident3d.cli.main`` (the real entry point, with its exit-2 handling)."""
-    from ident3d.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exc.value.code), out, err
-
-
-# ---------------------------------------------------------------------------------------------
-# library: evaluate / write_report on plain arrays
-
-
-def _arrays(n: int = 600, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(-1, 1, size=(n, 4))
-    h = np.tanh(z[:, [2, 0, 1, 3]] * 1.5) + 0.02 * rng.normal(size=(n, 4))
-    h[:, 3] = rng.normal(size=n)  # factor 3 is lost
-    return h, z
-
-
-def test_evaluate_report_contents():
-    h, z = _arrays()
-    res = ev.evaluate(
-        h,
-        z,
-        ["a", "b", "c", "d"],
-        kernel_fit=300,
-        learned_lambdas=np.array([10.0, 2.0, 5.0, 1.0]),
-        true_lambdas=[2.0, 5.0, 10.0],
-        lambda_dims=[0, 1, 2],
-        blocks={"kept": [0, 1, 2], "lost": [3]},
-    )
-    r = res.report
-    for key in ("linear_r2", "kernel_r2", "mcc_pearson", "mcc_spearman"):
-        assert isinstance(r[key], float)
-    assert [f["name"] for f in r["per_factor"]] == ["a", "b", "c", "d"]
-    assert r["per_factor"][3]["linear_r2"] < 0.1 and r["per_factor"][0]["kernel_r2"] > 0.95
-    assert r["per_factor"][0]["matched_dim_pearson"] == 1  # h[:, 1] = tanh(z0)
-    assert r["protocol"]["linear"]["n_fit"] == 300 and not r["protocol"]["linear"]["in_sample"]
-    assert r["protocol"]["kernel"]["n_fit"] == 300 and r["protocol"]["kernel"]["reduced"]
-    assert r["blocks"]["kept"]["r2"] > 0.9 and r["blocks"]["lost"]["r2"] < 0.1
-    # matching a->1, b->2, c->0: learned lambdas 2, 5, 10 for true 2, 5, 10
-    np.testing.assert_allclose(r["lambda"]["learned_matched"], [2.0, 5.0, 10.0])
-    assert r["lambda"]["mean_relative_error"] == pytest.approx(0.0)
-    json.dumps(r)  # JSON-ready
-    assert res.predictions["kernel"].shape == res.targets["kernel"].shape == (300, 4)
-
-
-def test_evaluate_defaults_and_errors():
-    h, z = _arrays(n=80)
-    r = ev.evaluate(h, z, kernel=False).report
-    assert r["kernel_r2"] is None and "skipped" in r["protocol"]["kernel"]
-    assert [f["name"] for f in r["per_factor"]] == ["z0", "z1", "z2", "z3"]
-    assert r["protocol"]["kernel"]["skipped"]
-    with pytest.raises(UsageError, match="too few samples"):
-        ev.evaluate(h[:3], z[:3], kernel=False)
-    with pytest.raises(UsageError, match="no-kernel"):
-        ev.evaluate(h[:10], z[:10])
-    with pytest.raises(UsageError, match="kernel split"):
-        ev.evaluate(h, z, kernel_fit=79)
-    with pytest.raises(UsageError, match="names"):
-        ev.evaluate(h, z, ["x"], kernel=False)
-    with pytest.raises(DataError, match="sample counts"):
-        ev.evaluate(h, z[:50])
-
-
-def test_write_report_files(tmp_path):
-    h, z = _arrays(n=400)
-    res = ev.evaluate(h, z, list(FACTOR_NAMES[:4]), kernel_fit=200, blocks={"pos": [0, 1, 2]})
-    written = ev.write_report(res, tmp_path / "rep")
-    names = {p.name for p in written}
-    assert names == {
-        "report.json",
-        "report.md",
-        "r2_bars.png",
-        "pred_kernel.png",
-        "pred_linear.png",
-    }
-    for p in written:
-        if p.suffix == ".png":
-            with Image.open(p) as im:
-                assert im.format == "PNG" and im.size[0] > 300
-    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert rep["format"] == ev.REPORT_FORMAT and len(rep["per_factor"]) == 4
-    md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| 0 | pos_x |" in md and "## Blocks" in md and "pred_kernel.png" in md
-    assert not [p for p in (tmp_path / "rep").iterdir() if p.name.startswith(".")]  # no temp files
-    table = ev.format_table(rep)
-    assert "pos_x" in table.splitlines()[2] and "mean" in table.splitlines()[-1]
-
-
-def test_factor_names_and_blocks():
-    assert ev.factor_names(10) == list(FACTOR_NAMES)
-    assert ev.factor_names(11) == [f"z{i}" for i in range(11)]
-    assert ev.factor_names(2, [{"name": "a"}, {"name": "b"}]) == ["a", "b"]
-    assert ev.resolve_blocks({"x": ["pos_y", "3"]}, list(FACTOR_NAMES)) == {"x": [1, 3]}
-    with pytest.raises(UsageError, match="neither a factor name"):
-        ev.resolve_blocks({"x": ["nope"]}, list(FACTOR_NAMES))
-    spec = {"dims": [2, 3]}
-    assert ev.default_blocks(["z0", "z1", "z2", "z3"], spec, None) == {
-        "content": [0, 1],
-        "style": [2, 3],
-    }
-    bimodal = ev.default_blocks(["z0", "z1", "z2", "z3"], {"dims": None}, [25, 25, 5, 5])
-    assert bimodal == {"Lambda=25": [0, 1], "Lambda=5": [2, 3]}
-    assert ev.default_blocks(["z0", "z1", "z2"], {"dims": None}, [5, 10, 25]) == {}
-
-
-# ---------------------------------------------------------------------------------------------
-# the command on a trained synthetic run
 
 
 def test_cli_eval_synthetic_run(synthetic_run, tmp_path, capsys):
@@ -282,41 +127,6 @@ def test_cli_eval_synthetic_run(synthetic_run, tmp_path, capsys):
     assert "an3@20" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
-def test_eval_default_out_and_compare_runs(synthetic_run, capsys):
-    code, _, err = _main(
-        [
-            *("eval", "--run", str(synthetic_run), "--data", "synthetic", "--samples", "200"),
-            *("--no-kernel", "--seed", "3"),
-        ],
-        capsys,
-    )
-    assert code == 0, err
-    rep = ev.load_report(synthetic_run)  # run dir -> RUN/eval/report.json
-    assert rep["dataset"]["seed"] == 3
-    ck10 = synthetic_run / "checkpoints" / "step-00000010.pt"
-    code, _, err = _main(
-        [
-            "eval",
-            "--checkpoint",
-            str(ck10),
-            "--data",
-            "synthetic",
-            "--samples",
-            "200",
-            "--no-kernel",
-        ],
-        capsys,
-    )
-    assert code == 0, err
-    assert ev.load_report(synthetic_run / "eval-step-00000010")["source"]["step"] == 10
-    text, written = ev.compare([synthetic_run, synthetic_run / "eval" / "report.json"])
-    assert written == [] and "an3@20#1" in text and "an3@20#2" in text
-
-
-# ---------------------------------------------------------------------------------------------
-# the command on an image dataset
-
-
 def test_cli_eval_image_dataset(image_run, tmp_path, capsys):
     run, data = image_run
     out = tmp_path / "rep"
@@ -369,10 +179,6 @@ def test_cli_eval_pairs_store_uses_first_view(image_run, tmp_path, capsys):
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert rep["dataset"]["view"] == 0 and rep["dataset"]["layout"] == "store"
     assert rep["n_samples"] == n and rep["per_factor"][0]["name"] == "pos_x"
-
-
-# ---------------------------------------------------------------------------------------------
-# bad input: one line, exit 2
 
 
 def _one_line_exit_2(args: list[str], capsys, match: str) -> None:

@@ -15,7 +15,6 @@ from ident3d.errors import DataError, UsageError
 from ident3d.metrics import (
     KERNEL_ALPHAS,
     KERNEL_GAMMAS,
-    _ridge_solve,
     block_r2,
     compare_lambdas,
     kernel_r2,
@@ -23,6 +22,7 @@ from ident3d.metrics import (
     linear_r2,
     mcc,
 )
+from ident3d.metrics.kernel import _ridge_solve
 
 
 @pytest.fixture(autouse=True)

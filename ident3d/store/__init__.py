@@ -59,8 +59,8 @@ readers :func:`scan_original_layout` and :func:`decode_png`.
 The package holds one concept per module: :mod:`~ident3d.store.format` (constants and shared
 helpers), :mod:`~ident3d.store.manifest`, :mod:`~ident3d.store.writer`,
 :mod:`~ident3d.store.reader`, :mod:`~ident3d.store.verify`, :mod:`~ident3d.store.describe`,
-:mod:`~ident3d.store.original` (original-layout readers), :mod:`~ident3d.store.convert` and
-:mod:`~ident3d.store.export`. Everything public is re-exported here.
+:mod:`~ident3d.store.layouts` (the original layouts, one module each),
+:mod:`~ident3d.store.convert` and :mod:`~ident3d.store.export`. Everything public is re-exported here.
 """
 
 from ident3d.errors import DataError, UsageError
@@ -84,6 +84,7 @@ from ident3d.store.format import (
     shard_file_name,
     shard_range,
 )
+from ident3d.store.layouts import decode_png, scan_original_layout
 from ident3d.store.manifest import (
     commit_shard,
     create_dataset,
@@ -92,7 +93,6 @@ from ident3d.store.manifest import (
     missing_shards,
     read_manifest,
 )
-from ident3d.store.original import decode_png, scan_original_layout
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
 from ident3d.store.verify import VerifyReport, verify_dataset
 from ident3d.store.writer import ShardWriter

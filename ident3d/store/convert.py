@@ -26,9 +26,29 @@ from ident3d.store.format import (
     _is_enospc,
     shard_range,
 )
+from ident3d.store.layouts import scan_original_layout
+from ident3d.store.layouts.common import _decode_png
 from ident3d.store.manifest import _remove_store_files, create_dataset
-from ident3d.store.original import _box_mapping, _decode_png, _scan_source
 from ident3d.store.writer import ShardWriter
+
+
+def _box_mapping() -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """The 3dident preset's box-mode raw->scene mapping (via :mod:`ident3d.latents`)."""
+    from ident3d.latents import LatentMapping
+
+    table: dict[str, Any] | None = None
+    try:
+        from ident3d.scenes import load_preset
+
+        table = load_preset("3dident").data["latents"]["modes"]["box"]
+    except Exception:  # the preset is data; fall back to the mapping's documented defaults
+        table = None
+    mapping = (
+        LatentMapping.from_preset_mode("box", table)
+        if table is not None
+        else LatentMapping(mode="box", kind="box")
+    )
+    return mapping.to_scene, mapping.to_config()
 
 
 def _decode_batch(task: tuple[list[str], tuple[int, int] | None]) -> np.ndarray:
@@ -127,7 +147,7 @@ def convert_original(
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}.")
-    layout, base, parts = _scan_source(src, split)
+    layout, base, parts = scan_original_layout(src, split)
     raw = np.concatenate([p.raw for p in parts]).astype(np.float32)
     n, raw_dim = raw.shape
     if all(p.scene is not None for p in parts):

@@ -20,7 +20,8 @@ from ident3d.data.sampler import _split_index
 from ident3d.errors import UsageError
 
 ANCHORS = ("marginal", "stored")
-# Seed-sequence spawn keys: (1, epoch) for kNN draws, (2, epoch) for the sampler's shuffle.
+# Seed-sequence spawn key (1, epoch) for kNN draws; the sampler's shuffle uses (2, epoch)
+# (ident3d.data.sampler._SHUFFLE_KEY).
 _DRAW_KEY = 1
 
 

@@ -13,6 +13,8 @@ from torch.utils.data import Sampler
 
 from ident3d.errors import UsageError
 
+# Seed-sequence spawn key (2, epoch) for the shuffle; kNN draws use (1, epoch)
+# (ident3d.data.knn_pair_dataset._DRAW_KEY).
 _SHUFFLE_KEY = 2
 
 

@@ -52,6 +52,7 @@ from PIL import Image  # noqa: E402
 
 from ident3d import data as D  # noqa: E402
 from ident3d import store  # noqa: E402
+from ident3d.data.knn import _ClassIndex, _snap  # noqa: E402
 from ident3d.latents import Box, NormalConditional  # noqa: E402
 
 
@@ -251,7 +252,7 @@ def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
 
     key = "one at a time, brute force (original style)"
     out[key], cpu[key] = run(one_brute, 1)
-    index = D._ClassIndex(table, None, "kdtree", None, 1)
+    index = _ClassIndex(table, None, "kdtree", None, 1)
     index.query(z[:10], 1, None)  # build the tree outside the timing
     tree = index.groups[0][2]._tree
 
@@ -264,11 +265,11 @@ def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
     out[key], cpu[key] = run(one_tree, 1)
     for backend, label in (("blocks", "blocks (KNNPairDataset default)"), ("kdtree", "k-d tree"),
                            ("torch", "torch brute force on the CPU")):  # fmt: skip
-        idx = D._ClassIndex(table, None, backend, "cpu", 1)
-        D._snap(idx, z[:8], zt[:8], None, None)  # build outside the timing
+        idx = _ClassIndex(table, None, backend, "cpu", 1)
+        _snap(idx, z[:8], zt[:8], None, None)  # build outside the timing
 
         def batched(s: int, idx: Any = idx) -> None:
-            D._snap(idx, z[s : s + 512], zt[s : s + 512], None, None)
+            _snap(idx, z[s : s + 512], zt[s : s + 512], None, None)
 
         key = f"batched (512), {label}"
         out[key], cpu[key] = run(batched, 512)

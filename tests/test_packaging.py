@@ -46,3 +46,15 @@ def test_only_the_blender_package_imports_bpy():
         if re.search(r"^\s*(import bpy|from bpy\b)", text, re.MULTILINE):
             offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_every_package_under_ident3d_is_listed_in_pyproject():
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ident3d").rglob("__init__.py")
+    }
+    assert found - listed == set()

@@ -1,0 +1,102 @@
+"""``ident3d eval`` in one call: :func:`evaluate_run` loads a run, encodes, scores and writes
+the report.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from ident3d.eval.encode import SYNTHETIC_SAMPLES, encode_dataset, encode_synthetic
+from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
+from ident3d.eval.write import write_report
+
+
+def evaluate_run(
+    run_path: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    *,
+    samples: int | None = None,
+    seed: int = 0,
+    kernel: bool = True,
+    kernel_fit: int | None = None,
+    kernel_score: int | None = None,
+    fit_fraction: float = 0.5,
+    blocks: dict[str, Sequence[str | int]] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    progress: bool | None = None,
+) -> tuple[EvalResult, list[Path]]:
+    """Load a run (directory or checkpoint), encode ``data`` (``"synthetic"`` or a dataset
+    directory), compute every metric and write the report into ``out`` (default
+    ``<run>/eval``, or ``<run>/eval-step-<8-digit step>`` for a checkpoint other than
+    ``last.pt``). Returns the result and the written files."""
+    from ident3d.train import load_run, pick_device
+
+    dev = pick_device(device)
+    run = load_run(run_path, dev)
+    if str(data) == "synthetic":
+        enc = encode_synthetic(
+            run,
+            n=SYNTHETIC_SAMPLES if samples is None else samples,
+            seed=seed,
+            batch_size=batch_size or 4096,
+            progress=progress,
+        )
+    else:
+        enc = encode_dataset(
+            run,
+            data,
+            n=samples,
+            batch_size=batch_size or 256,
+            num_workers=num_workers,
+            progress=progress,
+        )
+    true_lam = run.dgp.true_lambdas if run.dgp is not None else None
+    spec = run.dgp.spec.to_dict() if run.dgp is not None else None
+    lambda_dims = None
+    if spec is not None and spec.get("dims") is not None:
+        lambda_dims = [int(i) for i in spec["dims"]]
+    if blocks:
+        block_idx = resolve_blocks(blocks, enc.names)
+    elif spec is not None:
+        block_idx = default_blocks(enc.names, spec, None if true_lam is None else list(true_lam))
+    else:
+        block_idx = {}
+    result = evaluate(
+        enc.h,
+        enc.z,
+        enc.names,
+        fit_fraction=fit_fraction,
+        kernel=kernel,
+        kernel_fit=kernel_fit,
+        kernel_score=kernel_score,
+        device=dev,
+        learned_lambdas=run.lambdas,
+        true_lambdas=true_lam if run.lambdas is not None else None,
+        lambda_dims=lambda_dims,
+        blocks=block_idx or None,
+    )
+    rep = result.report
+    ck = Path(run_path)
+    rep["source"] = {
+        "run": str(run.path),
+        "checkpoint": str(ck if ck.is_file() else ck / "checkpoints" / "last.pt"),
+        "step": int(run.step),
+        "loss": run.config.get("loss", {}).get("name"),
+        "model": run.config.get("model", {}).get("kind"),
+    }
+    rep["dataset"] = enc.dataset
+    rep["timing"]["encode_s"] = enc.encode_s
+    rep["device"] = str(dev)
+    rep["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    if out is None:  # RUN/eval for the last checkpoint, RUN/eval-step-<8-digit step> for another
+        out = Path(run.path) / (
+            "eval" if not ck.is_file() or ck.name == "last.pt" else f"eval-{ck.stem}"
+        )
+    out = Path(out)
+    written = write_report(result, out)
+    return result, written

@@ -1,0 +1,241 @@
+"""Conversion of an original-layout folder into a dataset: :func:`convert_original` (parallel
+PNG decoding, bounded in memory; nothing kept on failure).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ident3d.errors import DataError, UsageError
+from ident3d.store.format import (
+    CAUSAL3DIDENT_CLASSES,
+    DEFAULT_COMPRESSION,
+    DEFAULT_SHARD_SIZE,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    SCENE_DIM,
+    _compression_kwargs,
+    _is_enospc,
+    shard_range,
+)
+from ident3d.store.layouts import scan_original_layout
+from ident3d.store.layouts.common import _decode_png
+from ident3d.store.manifest import _remove_store_files, create_dataset
+from ident3d.store.writer import ShardWriter
+
+
+def _box_mapping() -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """The 3dident preset's box-mode raw->scene mapping (via :mod:`ident3d.latents`)."""
+    from ident3d.latents import LatentMapping
+
+    table: dict[str, Any] | None = None
+    try:
+        from ident3d.scenes import load_preset
+
+        table = load_preset("3dident").data["latents"]["modes"]["box"]
+    except Exception:  # the preset is data; fall back to the mapping's documented defaults
+        table = None
+    mapping = (
+        LatentMapping.from_preset_mode("box", table)
+        if table is not None
+        else LatentMapping(mode="box", kind="box")
+    )
+    return mapping.to_scene, mapping.to_config()
+
+
+def _decode_batch(task: tuple[list[str], tuple[int, int] | None]) -> np.ndarray:
+    paths, shape = task
+    out = None
+    for j, p in enumerate(paths):
+        img = _decode_png(p)
+        if out is None:
+            if shape is not None and img.shape[:2] != shape:
+                raise DataError(f"{p} is {img.shape[1]} x {img.shape[0]} pixels; the others are "
+                                f"{shape[1]} x {shape[0]}.")  # fmt: skip
+            out = np.empty((len(paths), *img.shape), np.uint8)
+        elif img.shape != out.shape[1:]:
+            raise DataError(f"{p} is {img.shape[1]} x {img.shape[0]} pixels; the others are "
+                            f"{out.shape[2]} x {out.shape[1]}.")  # fmt: skip
+        out[j] = img
+    assert out is not None
+    return out
+
+
+def _worker_pool(
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> Any:
+    import multiprocessing as mp
+
+    return mp.get_context("spawn").Pool(workers, initializer, initargs)
+
+
+def _bounded_map(
+    pool: Any, fn: Callable[[Any], Any], jobs: Sequence[Any], window: int
+) -> Iterator[Any]:
+    """``pool.imap`` in order, but with at most ``window`` jobs in flight, so decoded images
+    never pile up in memory when writing is slower than decoding."""
+    pending: collections.deque[Any] = collections.deque()
+    it = iter(jobs)
+    for job in itertools.islice(it, window):
+        pending.append(pool.apply_async(fn, (job,)))
+    while pending:
+        result = pending.popleft().get()
+        for job in itertools.islice(it, 1):
+            pending.append(pool.apply_async(fn, (job,)))
+        yield result
+
+
+def _prepare_dst(dst: Path, overwrite: bool) -> bool:
+    """Check DST for convert; returns whether DST was created here."""
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"{dst} exists and is not a directory.")
+    if dst.exists():
+        has_manifest = (dst / MANIFEST_NAME).exists()
+        others = [e.name for e in os.scandir(dst) if e.name != LOCK_NAME]
+        if has_manifest and not overwrite:
+            raise UsageError(f"{dst} already holds a dataset; pass --overwrite to replace it.")
+        if others and not has_manifest and not overwrite:
+            raise UsageError(f"{dst} is not empty; choose a new folder or pass --overwrite.")
+        return False
+    return True
+
+
+def _cleanup_dst(dst: Path, created: bool) -> None:
+    with contextlib.suppress(OSError):
+        _remove_store_files(dst)
+    if created:
+        with contextlib.suppress(OSError):
+            (dst / LOCK_NAME).unlink()
+        with contextlib.suppress(OSError):
+            dst.rmdir()
+
+
+def convert_original(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    workers: int | None = None,
+    overwrite: bool = False,
+    compression: str = DEFAULT_COMPRESSION,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    split: str | None = None,
+    progress: bool = True,
+    batch: int = 32,
+) -> Path:
+    """Pack an original 3DIdent or Causal3DIdent folder into a dataset at ``dst``.
+
+    3DIdent: ``SRC/raw_latents.npy``, optional ``SRC/latents.npy``, ``SRC/images/<i>.png``.
+    Causal3DIdent: ``SRC/trainset/`` or ``SRC/testset/`` (``split`` picks one when both exist)
+    or the split folder itself, with ``raw_latents_<c>.npy`` and ``images_<c>/<i>.png`` per class
+    ``c`` (optional ``latents_<c>.npy``); classes are concatenated in class order and stored as
+    the ``class`` column. Without scene latents, they are computed from the raw ones by the
+    3dident preset's box-mode mapping, and the manifest says so. PNGs are decoded by ``workers``
+    processes (default: all cores); pixels are stored exactly. On any failure everything written
+    to ``dst`` is removed again. Returns ``dst``.
+    """
+    src, dst = Path(src), Path(dst)
+    _compression_kwargs(compression)
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise UsageError(f"--shard-size must be a positive integer, got {shard_size!r}.")
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}.")
+    layout, base, parts = scan_original_layout(src, split)
+    raw = np.concatenate([p.raw for p in parts]).astype(np.float32)
+    n, raw_dim = raw.shape
+    if all(p.scene is not None for p in parts):
+        scene = np.concatenate([p.scene for p in parts]).astype(np.float32)  # type: ignore[misc]
+        scene_source: Any = "latents.npy" if layout == "3dident" else "latents_<c>.npy"
+    else:
+        if raw_dim != SCENE_DIM:
+            raise DataError(
+                f"{base} has {raw_dim}-column raw latents and no scene latents file; only "
+                f"10-column (box-mode) raw latents can be mapped to scene units."
+            )
+        to_scene, mapping_cfg = _box_mapping()
+        scene = np.asarray(to_scene(np.concatenate([p.raw for p in parts])), np.float32)
+        scene_source = {"computed_from_raw": True, "mapping": mapping_cfg}
+    paths = [str(p.images_dir / f) for p in parts for f in p.files]
+    cls = (
+        np.concatenate([np.full(len(p.files), p.cls) for p in parts])
+        if layout != "3dident"
+        else None
+    )
+    height, width = _decode_png(paths[0]).shape[:2]
+    config = {
+        "origin": "converted",
+        "source": {
+            "layout": layout,
+            "path": str(base.resolve()),
+            "classes": [p.cls for p in parts] if cls is not None else None,
+            "n_per_class": [len(p.files) for p in parts] if cls is not None else None,
+        },
+        "scene_latents": scene_source,
+        "resolution": [width, height],
+    }
+    created = _prepare_dst(dst, overwrite)
+    pool = None
+    try:
+        manifest = create_dataset(
+            dst, "images", n, shard_size, height, width, raw_dim, config,
+            factor_table=_factor_table(), compression=compression, overwrite=True,
+            has_class=cls is not None,
+            class_names=list(CAUSAL3DIDENT_CLASSES) if cls is not None else None,
+        )  # fmt: skip
+        tasks: list[tuple[int, int, int]] = []  # (shard, local start, stop)
+        for k in range(manifest["num_shards"]):
+            start, count = shard_range(manifest, k)
+            tasks += [(k, j, min(j + batch, count)) for j in range(0, count, batch)]
+        jobs = [([paths[shard_range(manifest, k)[0] + j] for j in range(a, b)], (height, width))
+                for k, a, b in tasks]  # fmt: skip
+        if workers > 1 and len(jobs) > 1:
+            pool = _worker_pool(min(workers, len(jobs)))
+            results: Iterator[np.ndarray] = _bounded_map(pool, _decode_batch, jobs, 4 * workers)
+        else:
+            results = map(_decode_batch, jobs)
+        from tqdm import tqdm
+
+        with tqdm(total=n, unit="img", desc="convert", disable=not progress) as bar:
+            pos = 0
+            for k in range(manifest["num_shards"]):
+                start, count = shard_range(manifest, k)
+                with ShardWriter(dst, k, start, count, "images", height, width, raw_dim,
+                                 has_class=cls is not None) as w:  # fmt: skip
+                    while pos < len(tasks) and tasks[pos][0] == k:
+                        _, a, b = tasks[pos]
+                        images = next(results)
+                        g = slice(start + a, start + b)
+                        w.write_batch(
+                            a, images, raw[g], scene[g], cls[g] if cls is not None else None
+                        )
+                        bar.update(b - a)
+                        pos += 1
+    except BaseException as exc:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            pool = None
+        _cleanup_dst(dst, created)
+        if isinstance(exc, OSError) and _is_enospc(exc):
+            raise DataError(f"disk full while converting into {dst}; nothing was kept.") from None
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return dst
+
+
+def _factor_table() -> list[dict[str, Any]] | None:
+    try:
+        from ident3d.latents import factor_table
+    except ImportError:  # pragma: no cover - ident3d.latents ships with the package
+        return None
+    return factor_table()

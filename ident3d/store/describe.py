@@ -1,0 +1,104 @@
+"""A human-readable summary of a dataset: :func:`describe_dataset` (``ident3d info``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ident3d.store.format import MANIFEST_NAME, SCENE_DIM
+from ident3d.store.manifest import read_manifest
+from ident3d.store.reader import Dataset
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}{k}.")
+        return out
+    return [(prefix[:-1], d)]
+
+
+def describe_dataset(root: str | os.PathLike[str]) -> str:
+    """A human summary of a dataset (what ``ident3d info`` prints)."""
+    root = Path(root)
+    m = read_manifest(root)
+    done = len({int(s["index"]) for s in m["shards"]})
+    n_done = sum(int(s["count"]) for s in m["shards"])
+    size = sum(int(s["bytes"]) for s in m["shards"])
+    per = "pair" if m["kind"] == "pairs" else "image"
+    cfg = m.get("config") or {}
+    lines = [f"dataset      {root}"]
+    state = "complete" if done == m["num_shards"] else f"INCOMPLETE, {n_done:,} written"
+    lines.append(f"kind         {m['kind']}: {m['n']:,} {per}s ({state})")
+    lines.append(
+        f"shards       {done} of {m['num_shards']} complete, {m['shard_size']:,} samples each"
+    )
+    lines.append(
+        f"images       {m['width']} x {m['height']} RGB uint8"
+        + (" (2 views per sample)" if m["kind"] == "pairs" else "")
+        + f", compression {m['compression']}"
+    )
+    lines.append(f"latents      raw {m['raw_dim']} columns, scene {m.get('scene_dim', SCENE_DIM)}")
+    if m.get("has_class"):
+        lines.append(f"classes      {', '.join(m.get('class_names') or []) or '(unnamed)'}")
+    per_sample = size / n_done if n_done else 0.0
+    lines.append(
+        f"size         {_human_bytes(size)} on disk ({_human_bytes(per_sample)} per {per})"
+    )
+    for label, keys in (
+        ("preset", ("preset",)),
+        ("latent mode", ("latent_mode", "mode")),
+        ("latent model", ("latent_model", "latents")),
+        ("conditional", ("conditional",)),
+        ("quality", ("quality",)),
+        ("seed", ("seed", "seeds")),
+    ):
+        for key in keys:
+            if key in cfg and cfg[key] is not None:
+                value = cfg[key]
+                if isinstance(value, dict) and isinstance(value.get("name"), str):
+                    # a named record (preset, quality): its name and its scalar settings
+                    extra = [
+                        f"{k}={v}"
+                        for k, v in value.items()
+                        if k not in ("name", "path", "data") and isinstance(v, int | float | str)
+                    ]
+                    text = value["name"] + (f" ({', '.join(extra)})" if extra else "")
+                else:
+                    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                lines.append(f"{label:<12} {text if len(text) <= 100 else text[:97] + '...'}")
+                break
+    v = m.get("versions", {})
+    made = ", ".join(
+        f"{k} {v[k]}" for k in ("ident3d", "python", "blender", "h5py", "hdf5") if k in v
+    )
+    lines.append(f"made         {m.get('created', '?')} with {made}")
+    if n_done:
+        ds = Dataset(root, m)
+        lines.append(
+            "mean / std   "
+            + " ".join(f"{x:.4f}" for x in ds.mean)
+            + " / "
+            + " ".join(f"{x:.4f}" for x in ds.std)
+            + "  (R G B, [0, 1] units)"
+        )
+    flat = _flatten(cfg)
+    if flat:
+        lines.append("config")
+        for key, value in flat[:60]:
+            text = value if isinstance(value, str) else json.dumps(value)
+            lines.append(f"  {key} = {text if len(text) <= 100 else text[:97] + '...'}")
+        if len(flat) > 60:
+            lines.append(f"  ... {len(flat) - 60} more keys in {root / MANIFEST_NAME}")
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""The store format's constants (format name and version, file names, kinds, compressions,
+shard size) and the small helpers every part of the store shares: shard names and ranges,
+checksums, JSON normalisation, fsync, compression options, array shapes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ident3d import __version__
+from ident3d.errors import UsageError
+
+FORMAT_NAME = "ident3d-store"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".manifest.lock"
+KINDS = ("images", "pairs")
+COMPRESSIONS = ("none", "lz4", "gzip")
+# Chosen by benchmarks/bench_store.py; the reasoning is in docs/format.md.
+DEFAULT_COMPRESSION = "none"
+DEFAULT_SHARD_SIZE = 1000
+SCENE_DIM = 10
+MIN_SHARD_DIGITS = 5
+CAUSAL3DIDENT_CLASSES = ("Teapot", "Hare", "Dragon", "Cow", "Armadillo", "Horse", "Head")
+
+_SHARD_RE = re.compile(r"^shard-(\d+)\.h5$")
+_TMP_MARK = ".tmp-"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple | set):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _normalise_json(value: Any, what: str) -> Any:
+    """Round-trip ``value`` through JSON so comparisons see what the manifest will hold."""
+    try:
+        return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be JSON-serialisable: {exc}.") from None
+
+
+def _is_enospc(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "errno = 28" in text
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_digits(num_shards: int) -> int:
+    """Digits in shard file names: at least 5, more past 100,000 shards (fixed per dataset)."""
+    return max(MIN_SHARD_DIGITS, len(str(max(num_shards - 1, 0))))
+
+
+def shard_file_name(index: int, digits: int = MIN_SHARD_DIGITS) -> str:
+    """``shard-00042.h5`` for ``index`` 42 (``digits`` from :func:`shard_digits`)."""
+    return f"shard-{index:0{digits}d}.h5"
+
+
+def shard_range(manifest: dict[str, Any], index: int) -> tuple[int, int]:
+    """``(start, count)`` of planned shard ``index`` of a manifest."""
+    n, size, num = manifest["n"], manifest["shard_size"], manifest["num_shards"]
+    if not 0 <= index < num:
+        raise UsageError(f"shard index {index} is out of range: the dataset plans {num} shards.")
+    start = index * size
+    return start, min(n, start + size) - start
+
+
+def _h5py() -> Any:
+    """``h5py`` with the ``hdf5plugin`` filters registered (needed to read lz4 shards)."""
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5)
+
+    return h5py
+
+
+def _compression_kwargs(name: str) -> dict[str, Any]:
+    if name == "none":
+        return {}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 4}
+    if name == "lz4":
+        import hdf5plugin
+
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    raise UsageError(f"unknown compression {name!r}; choose one of {', '.join(COMPRESSIONS)}.")
+
+
+def _versions(blender_version: str | None) -> dict[str, Any]:
+    import h5py
+
+    out: dict[str, Any] = {
+        "ident3d": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "h5py": h5py.version.version,
+        "hdf5": h5py.version.hdf5_version,
+    }
+    try:
+        import hdf5plugin
+
+        out["hdf5plugin"] = hdf5plugin.version
+    except ImportError:  # pragma: no cover - hdf5plugin is a dependency
+        pass
+    if blender_version is not None:
+        out["blender"] = str(blender_version)
+    return out
+
+
+def _image_shape(kind: str, height: int, width: int) -> tuple[int, ...]:
+    return (height, width, 3) if kind == "images" else (2, height, width, 3)
+
+
+def _latent_shape(kind: str, dim: int) -> tuple[int, ...]:
+    return (dim,) if kind == "images" else (2, dim)

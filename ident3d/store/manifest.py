@@ -1,0 +1,273 @@
+"""The manifest: ``manifest.json`` read and written under a file lock, dataset creation
+(:func:`create_dataset`), shard commits (:func:`commit_shard`) and completeness checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ident3d.errors import DataError, UsageError
+from ident3d.store.format import (
+    _SHARD_RE,
+    _TMP_MARK,
+    DEFAULT_COMPRESSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    KINDS,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    SCENE_DIM,
+    _compression_kwargs,
+    _fsync_path,
+    _is_enospc,
+    _json_default,
+    _normalise_json,
+    _versions,
+    shard_digits,
+    shard_range,
+)
+
+
+@contextlib.contextmanager
+def manifest_lock(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Exclusive ``fcntl.lockf`` lock on ``ROOT/.manifest.lock`` (POSIX record lock, which
+    also works across machines on NFS with a lock daemon)."""
+    path = Path(root) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load ``ROOT/manifest.json``; :class:`DataError` if absent, unreadable or not ours."""
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    if not root.exists():
+        raise DataError(f"{root} does not exist.")
+    if not path.is_file():
+        raise DataError(f"{root} is not an ident3d dataset: it has no {MANIFEST_NAME}.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable manifest: {exc}.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise DataError(f"{path} is not an ident3d dataset manifest.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(
+            f"{path} has format version {version!r}; this ident3d reads up to {FORMAT_VERSION}."
+        )
+    for key in ("kind", "n", "shard_size", "num_shards", "height", "width", "raw_dim", "shards"):
+        if key not in manifest:
+            raise DataError(f"{path} lacks the key {key!r}.")
+    return manifest
+
+
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    path = root / MANIFEST_NAME
+    tmp = root / f".{MANIFEST_NAME}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(manifest, fh, indent=1, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if _is_enospc(exc):
+            raise DataError(f"disk full while writing {path}.") from None
+        raise
+
+
+_PLAN_KEYS = (
+    "format_version",
+    "kind",
+    "n",
+    "shard_size",
+    "num_shards",
+    "shard_digits",
+    "height",
+    "width",
+    "raw_dim",
+    "scene_dim",
+    "has_class",
+    "class_names",
+    "compression",
+    "config",
+    "factor_table",
+)
+
+
+def _remove_store_files(root: Path) -> None:
+    """Delete the manifest, shard files and temporary files of a dataset (not other files)."""
+    for entry in os.scandir(root):
+        name = entry.name
+        if (
+            _SHARD_RE.match(name)
+            or (name.startswith((".shard-", f".{MANIFEST_NAME}")) and _TMP_MARK in name)
+            or name == MANIFEST_NAME
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def create_dataset(
+    root: str | os.PathLike[str],
+    kind: str,
+    n: int,
+    shard_size: int,
+    height: int,
+    width: int,
+    raw_dim: int,
+    config: dict[str, Any],
+    factor_table: Sequence[dict[str, Any]] | None = None,
+    compression: str = DEFAULT_COMPRESSION,
+    overwrite: bool = False,
+    has_class: bool = False,
+    class_names: Sequence[str] | None = None,
+    blender_version: str | None = None,
+) -> dict[str, Any]:
+    """Create (or re-open for resume) a dataset directory and its manifest; return the manifest.
+
+    An existing manifest with the same plan (kind, n, shard size, shapes, compression, classes),
+    config and factor table is reused as it is, with its committed shards: that is how a crashed
+    run resumes and how several machines join one dataset. A different one raises
+    :class:`UsageError` unless ``overwrite``, which deletes the old manifest and shards.
+    """
+    root = Path(root)
+    if kind not in KINDS:
+        raise UsageError(f"unknown dataset kind {kind!r}; choose images or pairs.")
+    for name, value in (("n", n), ("shard_size", shard_size), ("height", height)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+    for name, value in (("width", width), ("raw_dim", raw_dim)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+    _compression_kwargs(compression)  # validates the name
+    if class_names is not None and not has_class:
+        raise UsageError("class_names given for a dataset without classes (has_class=False).")
+    n, shard_size, height, width, raw_dim = map(int, (n, shard_size, height, width, raw_dim))
+    num_shards = math.ceil(n / shard_size)
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "n": n,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "shard_digits": shard_digits(num_shards),
+        "height": height,
+        "width": width,
+        "raw_dim": raw_dim,
+        "scene_dim": SCENE_DIM,
+        "has_class": bool(has_class),
+        "class_names": list(class_names) if class_names is not None else None,
+        "compression": compression,
+        "config": _normalise_json(config, "config"),
+        "factor_table": _normalise_json(
+            list(factor_table) if factor_table is not None else None, "factor_table"
+        ),
+    }
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a directory.")
+    root.mkdir(parents=True, exist_ok=True)
+    with manifest_lock(root):
+        if (root / MANIFEST_NAME).exists():
+            try:
+                old = read_manifest(root)
+            except DataError:
+                if not overwrite:
+                    raise
+                old = None
+            if old is not None:
+                differ = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
+                if not differ:
+                    return old
+                if not overwrite:
+                    raise UsageError(
+                        f"{root} already holds a dataset with a different "
+                        f"{', '.join(differ)}; pass overwrite (--overwrite) to replace it."
+                    )
+            _remove_store_files(root)
+        elif overwrite:
+            _remove_store_files(root)
+        manifest = {
+            "format": FORMAT_NAME,
+            **plan,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "versions": _versions(blender_version),
+            "shards": [],
+        }
+        _write_manifest(root, manifest)
+    return manifest
+
+
+def commit_shard(
+    root: str | os.PathLike[str],
+    entry: dict[str, Any],
+    tmp_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Record a complete shard in the manifest (under the manifest lock); return the manifest.
+
+    With ``tmp_path``, the finished temporary file is renamed to ``entry["file"]`` inside the
+    same locked section, so two writers racing on one shard index cannot leave a manifest
+    entry that describes the other writer's file. Without it, the file must already be in
+    place. An earlier entry of the same index is replaced.
+    """
+    root = Path(root)
+    with manifest_lock(root):
+        manifest = read_manifest(root)
+        index = int(entry["index"])
+        start, count = shard_range(manifest, index)
+        if (int(entry["start"]), int(entry["count"])) != (start, count):
+            raise UsageError(
+                f"shard {index} must hold samples {start}..{start + count - 1}, "
+                f"not {entry['start']}..{int(entry['start']) + int(entry['count']) - 1}."
+            )
+        final = root / entry["file"]
+        if tmp_path is not None:
+            os.replace(tmp_path, final)
+            _fsync_path(root, directory=True)
+        elif not final.is_file():
+            raise DataError(f"cannot commit shard {index}: {final} does not exist.")
+        shards = [s for s in manifest["shards"] if int(s["index"]) != index]
+        shards.append(dict(entry))
+        shards.sort(key=lambda s: int(s["index"]))
+        manifest["shards"] = shards
+        try:
+            _write_manifest(root, manifest)
+        except BaseException:
+            if tmp_path is not None:  # renamed but not committed: it must not look complete
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
+            raise
+    return manifest
+
+
+def missing_shards(root: str | os.PathLike[str]) -> list[int]:
+    """Indices of planned shards not yet committed (in order). Empty when complete."""
+    manifest = read_manifest(root)
+    done = {int(s["index"]) for s in manifest["shards"]}
+    return [k for k in range(manifest["num_shards"]) if k not in done]
+
+
+def is_complete(manifest: dict[str, Any]) -> bool:
+    """Whether every planned shard is listed."""
+    return len({int(s["index"]) for s in manifest["shards"]}) == manifest["num_shards"]

@@ -1,0 +1,138 @@
+"""The training loop: :func:`train` runs the named steps (open the run directory, set up,
+restore, then the step loop with logging, evaluation and checkpoints)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ident3d.losses import EnsembleLoss
+from ident3d.train.metrics_log import _MetricsLog, _StepLog
+from ident3d.train.rundir import _open_run_dir, _save_checkpoint, _write_config
+from ident3d.train.schedule import _apply_lr
+from ident3d.train.scores import score
+from ident3d.train.setup import _restore, _set_up, _Trainer, _wrap
+
+
+def train(
+    config: dict[str, Any],
+    out: str | Path,
+    resume: bool = False,
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """Train (or, with ``resume``, continue) the run described by ``config`` in ``out``.
+
+    ``config`` is a resolved config (:func:`resolve_config`). With ``resume`` the run's own
+    ``config.json`` is used (only ``steps`` may be raised) and training continues from
+    ``checkpoints/last.pt`` exactly as if it had never stopped. Returns the run directory.
+    """
+    out = Path(out)
+    config, ckpt = _open_run_dir(config, out, resume)
+    t = _set_up(config, ckpt)
+    resume_bytes = _restore(t, ckpt, resume, out)
+    if t.dist.main:
+        _write_config(out, config, resume)
+    log = _MetricsLog(out / "metrics.jsonl", resume_bytes, t.dist.main)
+    _wrap(t)
+    steps = _step_log(t, log)
+    loop, total = config["loop"], int(config["steps"])
+    log_every = max(1, int(loop["log_every"]))
+    bar = _progress_bar(progress, t, total)
+
+    t.encoder.train()
+    try:
+        while t.step < total:
+            loss = _train_step(t, total)
+            steps.add(t.step, loss, t.loss_fn.lambdas())
+            step = t.step
+            do_eval = loop["eval_every"] and (step % int(loop["eval_every"]) == 0 or step == total)
+            do_ckpt = loop["checkpoint_every"] and step % int(loop["checkpoint_every"]) == 0
+            if step % log_every == 0 or do_eval or do_ckpt or step == total:
+                steps.flush()
+                if bar is not None:
+                    bar.update(step - bar.n)
+            if do_eval and t.dist.main:
+                _evaluate(t, log, steps.latest)
+            if do_ckpt or step == total:
+                _save_checkpoint(t, log, out)
+            if bar is not None and steps.latest:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in steps.latest.items()}, refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+        t.source.close()
+    if echo is not None and t.dist.main:
+        echo(
+            f"trained {total} steps -> {out}"
+            + "".join(f"  {k}={v:.4f}" for k, v in steps.latest.items())
+        )
+    return out
+
+
+def _train_step(t: _Trainer, total: int) -> torch.Tensor:
+    """One optimisation step (learning rate, batch, forward, loss, backward, updates); advances
+    ``t.step`` and returns the loss (on the device, not synchronised)."""
+    if t.scheduled:
+        _apply_lr(t.base_lrs, t.config["optim"], t.step, total)
+    x1, x2 = t.source.next_batch(t.step)
+    if t.channels_last and x1.dim() == 4:
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(t.device.type, torch.bfloat16, enabled=t.amp):
+        h = t.fwd(torch.cat([x1, x2]))
+    b = x1.shape[0]
+    loss = t.loss_fn(h[:b].float(), h[b:].float())
+    t.opt.zero_grad(set_to_none=True)
+    if t.lam_opt is not None:
+        t.lam_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if t.dist.world > 1 and t.loss_params:
+        import torch.distributed as dist
+
+        for p in t.loss_params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+    t.opt.step()
+    if t.lam_opt is not None:
+        t.lam_opt.step()
+    t.step += 1
+    return loss
+
+
+def _step_log(t: _Trainer, log: _MetricsLog) -> _StepLog:
+    """The buffered ``train`` rows, with the loss normalisation and negatives of this run."""
+    batch = int(t.config["batch_size"])
+    n_neg = t.loss_fn.n_negatives(batch // t.dist.world if t.dist.world > 1 else batch)
+    norm = t.loss_fn.normalised if isinstance(t.loss_fn, EnsembleLoss) else (lambda v: v)
+    base_lr = t.base_lrs[0][1] if t.scheduled else None
+    return _StepLog(log, norm, n_neg, t.config["optim"], base_lr, int(t.config["steps"]), t.step)
+
+
+def _progress_bar(progress: bool | None, t: _Trainer, total: int) -> Any:
+    """A tqdm bar on the main process when ``progress`` (default: stderr is a terminal)."""
+    show = progress if progress is not None else sys.stderr.isatty()
+    if not (show and t.dist.main):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=t.step, unit="step", dynamic_ncols=True)
+
+
+def _evaluate(t: _Trainer, log: _MetricsLog, latest: dict[str, Any]) -> None:
+    """Score the encoder on the source's evaluation set and log an ``eval`` row."""
+    _, z = t.source.eval_set()
+    t.encoder.eval()
+    with torch.no_grad():
+        h = t.source.encode_eval(t.encoder, t.amp).double().cpu().numpy()
+    t.encoder.train()
+    lam = t.loss_fn.lambdas()
+    learned = None if lam is None else lam.detach().double().cpu().numpy()
+    true = getattr(getattr(t.source, "dgp", None), "true_lambdas", None)
+    row: dict[str, Any] = {"kind": "eval", "step": t.step, **score(h, z, learned, true)}
+    log.write([row])
+    latest.update(r2=row["r2"], mcc=row["mcc"])

@@ -1,0 +1,102 @@
+"""Tests of ident3d.store.convert (and the original-layout readers it uses)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+from original_helpers import H, W, _read_png, make_original
+from store_helpers import _cli
+
+from ident3d import store
+from ident3d.errors import DataError
+
+
+def test_convert_export_roundtrip_pixel_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst, back = tmp_path / "orig", tmp_path / "store", tmp_path / "back"
+    raw, scene, images = make_original(src, 23)
+    code, out, _ = _cli(["convert", str(src), str(dst), "--shard-size", "10", "-j", "1"], capsys)
+    assert code == 0 and "23 images in 3 shards" in out
+    ds = store.open_dataset(dst)
+    assert (len(ds), ds.height, ds.width, ds.kind) == (23, H, W, "images")
+    np.testing.assert_array_equal(ds.read_slice(0, 23).images, images)
+    np.testing.assert_array_equal(ds.raw_latents(), raw.astype(np.float32))
+    np.testing.assert_array_equal(ds.scene_latents(), scene.astype(np.float32))
+    assert ds.manifest["config"]["scene_latents"] == "latents.npy"
+    assert ds.manifest["config"]["source"]["layout"] == "3dident"
+    assert ds.manifest["factor_table"] and len(ds.manifest["factor_table"]) == 10
+    assert store.verify_dataset(dst).ok
+    code, _, _ = _cli(["export", str(dst), str(back), "-j", "1"], capsys)
+    assert code == 0
+    assert sorted(p.name for p in back.iterdir()) == ["images", "latents.npy", "raw_latents.npy"]
+    assert sorted(p.name for p in (back / "images").iterdir()) == sorted(
+        p.name for p in (src / "images").iterdir()
+    )
+    for i in range(23):
+        name = f"{i:02d}.png"
+        np.testing.assert_array_equal(_read_png(back / "images" / name), images[i])
+    np.testing.assert_array_equal(np.load(back / "raw_latents.npy"), raw.astype(np.float32))
+    np.testing.assert_array_equal(np.load(back / "latents.npy"), scene.astype(np.float32))
+    # the export converts back to the same store content
+    again = tmp_path / "again"
+    store.convert_original(back, again, workers=1, shard_size=7, progress=False)
+    np.testing.assert_array_equal(store.open_dataset(again).read_slice(0, 23).images, images)
+
+
+def test_convert_parallel_lz4_and_computed_scene(tmp_path: Path) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    raw, _, images = make_original(src, 40, latents=False, digits=6)  # over-padded names
+    store.convert_original(src, dst, workers=2, compression="lz4", shard_size=16, progress=False)
+    ds = store.open_dataset(dst)
+    assert ds.manifest["compression"] == "lz4"
+    np.testing.assert_array_equal(ds.read_slice(0, 40).images, images)
+    how = ds.manifest["config"]["scene_latents"]
+    assert how["computed_from_raw"] is True and how["mapping"]["kind"] == "box"
+    scene = ds.scene_latents()
+    np.testing.assert_allclose(scene[:, :3], raw[:, :3] * 3.0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(scene[:, 3:], raw[:, 3:] * np.pi / 2, rtol=1e-6, atol=1e-6)
+
+
+def test_convert_refuses_existing_dst_and_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 6)
+    assert _cli(["convert", str(src), str(dst), "-j", "1"], capsys)[0] == 0
+    code, _, err = _cli(["convert", str(src), str(dst), "-j", "1"], capsys)
+    assert code == 2 and "already holds a dataset" in err
+    code, _, _ = _cli(
+        ["convert", str(src), str(dst), "-j", "1", "--overwrite", "--shard-size", "4"], capsys
+    )
+    assert code == 0 and store.open_dataset(dst).num_shards == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = _cli(["convert", str(src), str(other), "-j", "1"], capsys)
+    assert code == 2 and "not empty" in err and (other / "notes.txt").exists()
+    # a failing --overwrite convert leaves no complete-looking dataset behind
+    (src / "images" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    code, _, _ = _cli(["convert", str(src), str(dst), "-j", "1", "--overwrite"], capsys)
+    assert code == 2 and not (dst / "manifest.json").exists() and not list(dst.glob("*.h5"))
+
+
+def test_convert_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 9)
+    calls = {"n": 0}
+    real = store.sha256_file
+
+    def fill_up(path: object) -> str:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second shard hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(store.writer, "sha256_file", fill_up)
+    with pytest.raises(DataError, match="disk full"):
+        store.convert_original(src, dst, workers=1, shard_size=4, progress=False)
+    assert not dst.exists()

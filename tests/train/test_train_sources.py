@@ -1,0 +1,109 @@
+"""Tests of ident3d.train.sources: training on stored datasets (exact and kNN pairs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import _main_exit, _rows, _run_cli
+
+from ident3d.train import load_run
+
+
+def _make_store(root: Path, kind: str, n: int, size: int = 32, dim: int = 3) -> None:
+    from ident3d.store import ShardWriter, create_dataset, shard_range
+
+    rng = np.random.default_rng(0)
+    views = (n, 2) if kind == "pairs" else (n,)
+    raw = rng.uniform(-1, 1, (*views, dim)).astype(np.float32)
+    # images that depend on the latents, so an encoder can learn something
+    base = ((raw[..., :1, None, None] + 1) * 120).astype(np.uint8)
+    images = np.broadcast_to(base.reshape(*views, 1, 1, 1), (*views, size, size, 3)).copy()
+    images[..., 0] = ((raw[..., 1:2, None] + 1) * 120).astype(np.uint8)
+    manifest = create_dataset(root, kind, n, 16, size, size, dim, config={"test": True})
+    for k in range(manifest["num_shards"]):
+        start, count = shard_range(manifest, k)
+        with ShardWriter(root, k, start, count, kind, size, size, dim) as w:
+            scene = np.zeros((count, 2, 10) if kind == "pairs" else (count, 10), np.float32)
+            w.write_batch(0, images[start : start + count], raw[start : start + count], scene)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("stores")
+    out = {"pairs": base / "pairs", "images": base / "images"}
+    _make_store(out["pairs"], "pairs", 48)
+    _make_store(out["images"], "images", 64)
+    return out
+
+
+DS_ARGS = [
+    "--encoder", "resnet18", "--batch-size", "8", "--steps", "6", "--eval-every", "6",
+    "--checkpoint-every", "3", "--eval-samples", "16", "--num-workers", "0", "--threads", "1",
+    "--no-progress",
+]  # fmt: skip
+
+
+def test_dataset_exact_pairs_end_to_end_and_resume(tmp_path, stores):
+    out = tmp_path / "run"
+    code, msg = _run_cli(["train", "--data", str(stores["pairs"]), *DS_ARGS, "--out", str(out)])
+    assert code == 0, msg
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"]["pairs"] == "exact" and len(cfg["data"]["mean"]) == 3
+    assert cfg["model"]["n_out"] == 3 and cfg["model"]["head_features"] == 30
+    ev = _rows(out, "eval")[-1]
+    assert ev["step"] == 6 and len(ev["r2_per_dim"]) == 3
+    run = load_run(out)
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    xp = run.preprocess(x)
+    assert xp.shape == (2, 3, 32, 32) and xp.dtype == torch.float32
+    mean = torch.tensor(cfg["data"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["data"]["std"]).view(1, 3, 1, 1)
+    ref = (x.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    assert torch.allclose(xp, ref, atol=1e-5)
+    assert run.encode(xp).shape == (2, 3)
+    # the data position is a function of the step: resuming from step 3 ends identically
+    part = tmp_path / "part"
+    args = [a if a != "6" else "3" for a in DS_ARGS]
+    assert _run_cli(["train", "--data", str(stores["pairs"]), *args, "--out", str(part)])[0] == 0
+    assert (
+        _run_cli(["train", "--resume", "--steps", "6", "--no-progress", "--out", str(part)])[0] == 0
+    )
+    a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["encoder"]
+    b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["encoder"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataset_knn_pairs_from_iid_images(tmp_path, stores):
+    out = tmp_path / "run"
+    code, msg = _run_cli(
+        ["train", "--data", str(stores["images"]), *DS_ARGS, "--steps", "3", "--out", str(out)]
+    )
+    assert code == 0, msg
+    assert json.loads((out / "config.json").read_text())["data"]["pairs"] == "knn"
+    assert _rows(out, "eval")[-1]["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--data", "/nonexistent/dataset"], "does not exist"),
+        (["--encoder", "resnet19"], "resnet19"),
+        (["--batch-size", "1000"], "larger than the dataset"),
+        (["--pairs", "exact", "--data-kind-images"], "single images"),
+    ],
+)
+def test_bad_dataset_input_exits_2(tmp_path, stores, capsys, args, fragment):
+    data = stores["pairs"]
+    if "--data-kind-images" in args:
+        args = [a for a in args if a != "--data-kind-images"]
+        data = stores["images"]
+    full = ["train", "--data", str(data), *DS_ARGS, *args, "--out", str(tmp_path / "r")]
+    if "--data" in args:
+        full = ["train", *DS_ARGS, *args, "--out", str(tmp_path / "r")]
+    code, err = _main_exit(full, capsys)
+    assert code == 2
+    assert err.startswith("error:") and fragment in err and err.count("\n") == 1

@@ -32,21 +32,25 @@ from ident3d.store.manifest import _remove_store_files, create_dataset
 from ident3d.store.writer import ShardWriter
 
 
-def _box_mapping() -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
-    """The 3dident preset's box-mode raw->scene mapping (via :mod:`ident3d.latents`)."""
+#: Raw-latent column count -> the 3dident preset's latent mode that maps it to scene units.
+MODE_BY_RAW_DIM = {10: "box", 11: "periodic"}
+
+
+def _preset_mapping(mode: str) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """The 3dident preset's raw->scene mapping of ``mode`` (via :mod:`ident3d.latents`)."""
     from ident3d.latents import LatentMapping
 
     table: dict[str, Any] | None = None
     try:
         from ident3d.scenes import load_preset
 
-        table = load_preset("3dident").data["latents"]["modes"]["box"]
+        table = load_preset("3dident").data["latents"]["modes"][mode]
     except Exception:  # the preset is data; fall back to the mapping's documented defaults
         table = None
     mapping = (
-        LatentMapping.from_preset_mode("box", table)
+        LatentMapping.from_preset_mode(mode, table)
         if table is not None
-        else LatentMapping(mode="box", kind="box")
+        else LatentMapping(mode=mode, kind=mode)
     )
     return mapping.to_scene, mapping.to_config()
 
@@ -136,7 +140,8 @@ def convert_original(
     or the split folder itself, with ``raw_latents_<c>.npy`` and ``images_<c>/<i>.png`` per class
     ``c`` (optional ``latents_<c>.npy``); classes are concatenated in class order and stored as
     the ``class`` column. Without scene latents, they are computed from the raw ones by the
-    3dident preset's box-mode mapping, and the manifest says so. PNGs are decoded by ``workers``
+    3dident preset's mapping for their column count (10: box mode, 11: periodic mode; see
+    :data:`MODE_BY_RAW_DIM`), and the manifest says so. PNGs are decoded by ``workers``
     processes (default: all cores); pixels are stored exactly. On any failure everything written
     to ``dst`` is removed again. Returns ``dst``.
     """
@@ -154,12 +159,13 @@ def convert_original(
         scene = np.concatenate([p.scene for p in parts]).astype(np.float32)  # type: ignore[misc]
         scene_source: Any = "latents.npy" if layout == "3dident" else "latents_<c>.npy"
     else:
-        if raw_dim != SCENE_DIM:
+        if raw_dim not in MODE_BY_RAW_DIM:
             raise DataError(
                 f"{base} has {raw_dim}-column raw latents and no scene latents file; only "
-                f"10-column (box-mode) raw latents can be mapped to scene units."
+                f"10-column (box-mode) and 11-column (periodic-mode) raw latents can be mapped "
+                f"to scene units."
             )
-        to_scene, mapping_cfg = _box_mapping()
+        to_scene, mapping_cfg = _preset_mapping(MODE_BY_RAW_DIM[raw_dim])
         scene = np.asarray(to_scene(np.concatenate([p.raw for p in parts])), np.float32)
         scene_source = {"computed_from_raw": True, "mapping": mapping_cfg}
     paths = [str(p.images_dir / f) for p in parts for f in p.files]

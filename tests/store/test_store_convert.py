@@ -61,6 +61,25 @@ def test_convert_parallel_lz4_and_computed_scene(tmp_path: Path) -> None:
     np.testing.assert_allclose(scene[:, 3:], raw[:, 3:] * np.pi / 2, rtol=1e-6, atol=1e-6)
 
 
+def test_convert_maps_periodic_raw_latents_like_the_original(tmp_path: Path) -> None:
+    # the original generator's own periodic-mode output without its latents.npy: 11 raw
+    # columns, which convert maps with the periodic mode to the original's own scene latents
+    import shutil
+
+    from ident3d.fidelity import load_reference
+
+    ref = load_reference("periodic")
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "reference/orig-renders/periodic", src)
+    (src / "latents.npy").unlink()
+    store.convert_original(src, dst, workers=1, progress=False)
+    ds = store.open_dataset(dst)
+    how = ds.manifest["config"]["scene_latents"]
+    assert how["computed_from_raw"] is True and how["mapping"]["kind"] == "periodic"
+    np.testing.assert_allclose(ds.scene_latents(), ref.latents, atol=2e-5)
+    np.testing.assert_array_equal(ds.read_slice(0, 8).images, ref.images)
+
+
 def test_convert_refuses_existing_dst_and_overwrites(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,6 +16,7 @@ from ident3d import store
 from ident3d.cli import main
 from ident3d.errors import UsageError
 from ident3d.latents import LatentModel
+from ident3d.render import job as render_job
 from ident3d.scenes import load_preset
 
 
@@ -280,9 +281,11 @@ def test_a_run_failing_before_any_shard_leaves_nothing(tmp_path: Path) -> None:
 def test_missing_bpy_tells_how_to_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = R.importlib.util.find_spec
+    real = render_job.importlib.util.find_spec
     monkeypatch.setattr(
-        R.importlib.util, "find_spec", lambda name, *a: None if name == "bpy" else real(name, *a)
+        render_job.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bpy" else real(name, *a),
     )
     code, _, err = _cli(["render", "--out", str(tmp_path / "d"), "--n", "2"], capsys)
     assert code == 2 and "pip install 'ident3d[render]'" in err

@@ -1,6 +1,6 @@
 """Every public import path that README.md, DEVELOPING.md and docs/*.md document still works,
-and every public name of the modules that became packages (latents, store, data, train, eval)
-is still importable from its old module path (the packages' ``__init__`` re-export them)."""
+and every public name of the modules that became packages (latents, store, data, train, eval,
+render) is still importable from its old module path (the packages' ``__init__`` re-export them)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ DOCUMENTED_PATHS = [
     "ident3d.train.Run",
 ]
 
-#: The public names of the five modules that became packages, at their old paths.
+#: The public names of the six modules that became packages, at their old paths.
 OLD_MODULE_NAMES = {
     "ident3d.latents": [
         "AnisotropicNormalConditional", "BLOCK_SIZE", "Box", "CONDITIONALS", "Conditional",
@@ -122,6 +122,15 @@ OLD_MODULE_NAMES = {
         "evaluate", "evaluate_run", "factor_names", "format_table", "load_report",
         "plot_lambdas", "plot_predictions", "plot_r2_bars", "render_markdown", "resolve_blocks",
         "write_report",
+    ],
+    "ident3d.render": [
+        "DEFAULT_CHUNK", "INSTALL_HINT", "MAX_DEFAULT_WORKERS", "MAX_RESOLUTION", "MIN_RESOLUTION",
+        "MockRenderer", "RENDERERS", "RenderJob", "RenderSummary", "Task", "WorkerSpec",
+        "blender_version", "check_objects", "check_resolution", "default_threads",
+        "default_workers", "frame_seed", "iter_tasks", "load_latents_file", "make_renderer",
+        "parse_shard", "prepare_dataset", "render_dataset", "render_scene_latents", "render_task",
+        "require_bpy", "sample_classes", "select_shards", "traversal_figure", "traversal_latents",
+        "_rss_kib",  # not public, but benchmarks/bench_render.py uses it
     ],
 }  # fmt: skip
 

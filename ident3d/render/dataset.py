@@ -1,0 +1,277 @@
+"""Rendering a dataset: plan the work, feed the workers, write and commit shards, resume."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ident3d import store
+from ident3d.errors import UsageError
+from ident3d.latents import factor_table
+from ident3d.render.job import (
+    RENDERERS,
+    RenderJob,
+    blender_version,
+    check_objects,
+    check_resolution,
+    require_bpy,
+)
+from ident3d.render.seeds import sample_classes, select_shards
+from ident3d.render.workers import (
+    DEFAULT_CHUNK,
+    Task,
+    WorkerSpec,
+    _run,
+    default_threads,
+)
+from ident3d.scenes import scene_params
+
+
+@dataclass
+class RenderSummary:
+    """What a render did."""
+
+    out: Path
+    samples: int
+    images: int
+    seconds: float
+    shards: list[int]
+    skipped_shards: list[int]
+    complete: bool
+    worker_stats: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def line(self) -> str:
+        state = "dataset complete" if self.complete else "dataset incomplete (other shards pending)"
+        return (
+            f"rendered {self.images} images ({self.samples} samples) in {self.seconds:.1f} s "
+            f"({self.images_per_s:.2f} images/s) -> {self.out} [{state}]"
+        )
+
+
+def iter_tasks(job: RenderJob, root: Path, shards: Sequence[int], chunk: int) -> Iterator[Task]:
+    """Work items of the selected shards, in order."""
+    manifest = store.read_manifest(root)
+    for k in shards:
+        start, count = store.shard_range(manifest, k)
+        for lo in range(0, count, chunk):
+            hi = min(count, lo + chunk)
+            a, b = start + lo, start + hi
+            raw = job.raw_range(a, b)
+            scene = job.mapping.to_scene(raw)
+            flat = scene.reshape(-1, scene.shape[-1])
+            params = scene_params(job.preset, flat, job.mode)
+            frames: list[list[dict[str, np.ndarray]]] = []
+            for j in range(b - a):
+                views = []
+                for v in range(job.views):
+                    idx = j * job.views + v
+                    views.append({key: val[idx] for key, val in params.items()})
+                frames.append(views)
+            yield Task(
+                k,
+                lo,
+                frames,
+                job.seeds(a, b),
+                sample_classes(len(job.objects), a, b, job.seed),
+            )
+
+
+class _Writers:
+    """Open shard writers, fed chunk by chunk; a shard commits when its last sample lands."""
+
+    def __init__(self, job: RenderJob, root: Path, compression: str | None) -> None:
+        self.job, self.root, self.compression = job, root, compression
+        self.manifest = store.read_manifest(root)
+        self.open: dict[int, tuple[store.ShardWriter, int]] = {}
+        self.done: list[int] = []
+
+    def write(self, shard: int, local_start: int, images: np.ndarray) -> None:
+        job = self.job
+        if shard not in self.open:
+            start, count = store.shard_range(self.manifest, shard)
+            w = store.ShardWriter(
+                self.root,
+                shard,
+                start,
+                count,
+                job.kind,
+                job.resolution,
+                job.resolution,
+                job.mapping.raw_dim,
+                compression=self.compression,
+                has_class=len(job.objects) > 1,
+            )
+            w.__enter__()
+            self.open[shard] = (w, 0)
+        w, written = self.open[shard]
+        k = images.shape[0]
+        a = w.start + local_start
+        raw = job.raw_range(a, a + k)
+        scene = job.mapping.to_scene(raw)
+        cls = sample_classes(len(job.objects), a, a + k, job.seed) if len(job.objects) > 1 else None
+        imgs = images if job.pairs else images[:, 0]
+        w.write_batch(local_start, imgs, raw, scene, cls)
+        written += k
+        if written == w.count:
+            del self.open[shard]
+            w.__exit__(None, None, None)
+            self.done.append(shard)
+        else:
+            self.open[shard] = (w, written)
+
+    def abort(self, exc: BaseException) -> None:
+        for w, _ in self.open.values():
+            w.__exit__(type(exc), exc, exc.__traceback__)
+        self.open.clear()
+
+
+def prepare_dataset(
+    job: RenderJob, out: Path, compression: str, overwrite: bool, resume: bool
+) -> dict[str, Any]:
+    """Create the dataset (or re-open it for ``--resume`` / other shards)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory.")
+    manifest = store.create_dataset(
+        out,
+        kind=job.kind,
+        n=job.n,
+        shard_size=job.shard_size,
+        height=job.resolution,
+        width=job.resolution,
+        raw_dim=job.mapping.raw_dim,
+        config=job.config(),
+        factor_table=factor_table(),
+        compression=compression,
+        overwrite=overwrite,
+        has_class=len(job.objects) > 1,
+        class_names=job.class_names,
+        blender_version=blender_version() if job.renderer == "blender" else None,
+    )
+    return manifest
+
+
+def render_dataset(
+    job: RenderJob,
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    shard: tuple[int, int] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    compression: str = store.DEFAULT_COMPRESSION,
+    shard_size: int = store.DEFAULT_SHARD_SIZE,
+    chunk: int = DEFAULT_CHUNK,
+    progress: bool = True,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> RenderSummary:
+    """Render ``job`` into the dataset directory ``out`` (see :mod:`ident3d.render`).
+
+    ``workers=0`` renders in this process (debugging, tests). ``on_chunk(shard, samples)`` is
+    called after every chunk is written (tests use it to simulate a kill).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if job.renderer not in RENDERERS:
+        raise UsageError(f"unknown renderer {job.renderer!r}")
+    if job.renderer == "blender":
+        require_bpy()
+    if workers < 0:
+        raise UsageError("--workers must be at least 1.")
+    if shard_size < 1:
+        raise UsageError("--shard-size must be at least 1.")
+    if chunk < 1:
+        raise UsageError("chunk must be at least 1.")
+    job.shard_size = int(shard_size)
+    job.resolution = check_resolution(job.resolution)
+    job.objects = check_objects(job.objects)
+    out_existed = out.exists()
+    created = not (out / store.MANIFEST_NAME).exists()
+    manifest = prepare_dataset(job, out, compression, overwrite, resume)
+    selected = select_shards(manifest["num_shards"], shard)
+    committed = {int(s["index"]) for s in manifest["shards"]}
+    todo = [k for k in selected if k not in committed]
+    skipped = [k for k in selected if k in committed]
+    if skipped and not resume:
+        raise UsageError(
+            f"{out} already holds {len(skipped)} rendered shard(s) of this dataset; "
+            "pass --resume to continue it or --overwrite to start again."
+        )
+    total = sum(store.shard_range(manifest, k)[1] for k in todo)
+    spec = WorkerSpec(
+        renderer=job.renderer,
+        preset=job.preset.data,
+        quality=job.quality_settings,
+        resolution=job.resolution,
+        objects=tuple(job.objects),
+        threads=int(threads) if threads else default_threads(workers),
+        gpu=job.gpu,
+    )
+    writers = _Writers(job, out, compression)
+    bar = _progress_bar(total * job.views, progress)
+    stats: dict[int, dict[str, float]] = {}
+    samples = 0
+    try:
+        for sh, lo, images, st in _run(spec, iter_tasks(job, out, todo, chunk), workers):
+            writers.write(sh, lo, images)
+            samples += images.shape[0]
+            stats[int(st["pid"])] = st
+            if bar is not None:
+                bar.update(images.shape[0] * job.views)
+            if on_chunk is not None:
+                on_chunk(sh, samples)
+    except BaseException as exc:
+        writers.abort(exc)
+        if created:
+            _remove_if_empty(out, remove_dir=not out_existed)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    final = store.read_manifest(out)
+    return RenderSummary(
+        out=out,
+        samples=samples,
+        images=samples * job.views,
+        seconds=time.perf_counter() - t0,
+        shards=todo,
+        skipped_shards=skipped,
+        complete=store.is_complete(final),
+        worker_stats=stats,
+    )
+
+
+def _remove_if_empty(root: Path, remove_dir: bool) -> None:
+    """Undo a dataset this run created if it failed before committing any shard (e.g. no GPU,
+    an unreadable mesh): leave ``--out`` as it was."""
+    try:
+        if store.read_manifest(root)["shards"]:
+            return
+    except store.DataError:
+        return
+    for name in (store.MANIFEST_NAME, store.LOCK_NAME):
+        (root / name).unlink(missing_ok=True)
+    if remove_dir:
+        try:
+            root.rmdir()
+        except OSError:  # something else is in there: keep it
+            pass
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.1, file=sys.stderr)

@@ -1,0 +1,98 @@
+"""Rendering a dataset with the mock renderer: complete and exact, classes, resume after a kill,
+the CLI, and a failed run leaving nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from render_helpers import _cli, _job, _read_all
+
+from ident3d import render as R
+from ident3d import store
+from ident3d.errors import UsageError
+
+
+def test_mock_dataset_is_complete_and_exact(tmp_path: Path) -> None:
+    job = _job(n=10)
+    s = R.render_dataset(job, tmp_path / "d", workers=0, shard_size=4, progress=False)
+    assert s.complete and s.images == 20 and s.samples == 10 and s.shards == [0, 1, 2]
+    assert "20 images" in s.line() and str(tmp_path / "d") in s.line()
+    assert store.verify_dataset(tmp_path / "d").ok
+    got = _read_all(tmp_path / "d")
+    assert got.images.shape == (10, 2, 32, 32, 3)
+    assert job.model is not None
+    raw = job.model.sample_pairs(10, 3)
+    np.testing.assert_allclose(got.raw, raw.astype(np.float32))
+    np.testing.assert_allclose(got.scene, job.mapping.to_scene(raw).astype(np.float32), rtol=1e-6)
+    # the two views of a pair differ (exact pairs, rendered separately)
+    assert not np.array_equal(got.images[:, 0], got.images[:, 1])
+    m = store.read_manifest(tmp_path / "d")
+    assert m["config"]["quality"]["name"] == "fast" and m["config"]["seed"] == 3
+
+
+def test_resume_after_a_kill(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+
+    def killer(shard: int, done: int) -> None:
+        if done >= 6:  # mid-way through shard 1 (shards of 4, chunks of 2)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        R.render_dataset(
+            _job(n=12), root, workers=0, shard_size=4, chunk=2, progress=False, on_chunk=killer
+        )
+    m = store.read_manifest(root)
+    assert [s["index"] for s in m["shards"]] == [0]  # only the finished shard counts
+    assert not list(root.glob(".shard-*"))  # the half-written shard left nothing behind
+    with pytest.raises(store.DataError):
+        store.open_dataset(root)
+    # without --resume the partial dataset is refused, with it the run completes
+    with pytest.raises(UsageError, match="--resume"):
+        R.render_dataset(_job(n=12), root, workers=0, shard_size=4, progress=False)
+    s = R.render_dataset(_job(n=12), root, workers=0, shard_size=4, resume=True, progress=False)
+    assert s.skipped_shards == [0] and s.shards == [1, 2] and s.complete
+    R.render_dataset(_job(n=12), tmp_path / "ref", workers=0, shard_size=4, progress=False)
+    assert np.array_equal(_read_all(root).images, _read_all(tmp_path / "ref").images)
+    assert store.verify_dataset(root).ok
+
+
+def test_multi_class_dataset_stores_the_class(tmp_path: Path) -> None:
+    job = _job(n=30, objects=["teapot", "cube", "sphere"])
+    R.render_dataset(job, tmp_path / "d", workers=0, shard_size=16, progress=False)
+    ds = store.open_dataset(tmp_path / "d")
+    assert ds.class_names == ["teapot", "cube", "sphere"]
+    cls = ds.classes()
+    assert np.array_equal(cls, R.sample_classes(3, 0, 30, 3))
+    assert len(set(cls.tolist())) == 3
+
+
+def test_cli_mock_render_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "d"
+    args = ["render", "--out", str(out), "--n", "6", "--renderer", "mock", "--resolution",
+            "32", "--quiet", "--shard-size", "4", "--singles", "--workers", "1"]  # fmt: skip
+    code, stdout, err = _cli(args, capsys)
+    assert code == 0, err
+    assert "6 images (6 samples)" in stdout and "images/s" in stdout
+    code, _, err = _cli(args, capsys)
+    assert code == 2 and "--resume" in err
+    code, stdout, err = _cli([*args, "--resume"], capsys)
+    assert code == 0 and "0 images" in stdout and "dataset complete" in stdout
+
+
+def test_a_run_failing_before_any_shard_leaves_nothing(tmp_path: Path) -> None:
+    def fail(shard: int, done: int) -> None:
+        raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError):
+        R.render_dataset(
+            _job(n=8), tmp_path / "new", workers=0, chunk=2, progress=False, on_chunk=fail
+        )
+    assert not (tmp_path / "new").exists()
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        R.render_dataset(_job(n=8), keep, workers=0, chunk=2, progress=False, on_chunk=fail)
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]

@@ -496,7 +496,6 @@ class SceneRenderer:
         # the frame's own settings: a renderer whose quality was switched and switched back
         # does not give the noise of a fresh one (measured: the blue-noise pattern then loses
         # about 1 dB at 2 samples), so the quality is never changed here.
-        self.apply_quality(self.quality)
         bpy.ops.render.render(write_still=False)
 
     # ------------------------------------------------------------------ per frame

@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
             str(a.resolution),
             "--workers",
             str(a.workers),
+            # box mode: its raw latents are the 10 named factors, so the report's table reads
+            # per factor (the default periodic mode scores 3 positions + 8 sphere coordinates)
+            "--mode",
+            "box",
             "--overwrite",
         ]
         _run(

@@ -38,7 +38,7 @@ def test_help_does_not_import_torch_or_bpy():
 
 def test_latents_writes_correct_samples(tmp_path, capsys):
     out = tmp_path / "z.npz"
-    args = ["latents", "--n", "20000", "--conditional", "normal", "--sigma", "0.1"]
+    args = ["latents", "--n", "20000", "--mode", "box", "--conditional", "normal", "--sigma", "0.1"]
     code, text, _ = run([*args, "--seed", "3", "--out", str(out)], capsys)
     assert code == 0 and "pair distance" in text and "hue_background" in text
     with np.load(out) as f:
@@ -59,7 +59,10 @@ def test_latents_writes_correct_samples(tmp_path, capsys):
 
 def test_latents_singles_sphere_and_subset(tmp_path, capsys):
     out = tmp_path / "s.npz"
-    code, _, _ = run(["latents", "--n", "100", "--conditional", "none", "--out", str(out)], capsys)
+    code, _, _ = run(
+        ["latents", "--n", "100", "--mode", "box", "--conditional", "none", "--out", str(out)],
+        capsys,
+    )
     assert code == 0
     with np.load(out) as f:
         assert "z_tilde" not in f and f["z"].shape == (100, 10)
@@ -77,7 +80,7 @@ def test_latents_singles_sphere_and_subset(tmp_path, capsys):
     [
         (["--n", "0"], "--n"),
         (["--sigma", "-1"], "--sigma"),
-        (["--conditional", "vmf"], "sphere"),
+        (["--mode", "box", "--conditional", "vmf"], "sphere"),
         (["--dims", "pos_q"], "unknown factor"),
         (["--preset", "nope"], "unknown preset"),
         (["--mode", "zigzag"], "unknown latent mode"),
@@ -90,6 +93,18 @@ def test_latents_bad_input_is_one_line_exit_2(tmp_path, capsys, args, msg):
     assert code == 2
     assert err.startswith("error:") and msg in err and err.count("\n") == 1
     assert "Traceback" not in err and not out.exists()
+
+
+def test_latents_default_mode_is_the_presets_periodic_mode(tmp_path, capsys):
+    # the released 3DIdent's image statistics point to the periodic mode (docs/latents.md)
+    out = tmp_path / "p.npz"
+    code, _, _ = run(["latents", "--n", "200", "--conditional", "none", "--out", str(out)], capsys)
+    assert code == 0
+    with np.load(out) as f:
+        z, scene = f["z"], f["z_scene"]
+    assert z.shape == (200, 11)
+    np.testing.assert_allclose(np.linalg.norm(z[:, 3:], axis=1), 1.0, atol=1e-9)
+    assert scene[:, 2].min() >= 0 and scene[:, 9].min() >= 0  # z in [0, 3], hues in [0, 2 pi)
 
 
 def test_latents_missing_output_folder(tmp_path, capsys):

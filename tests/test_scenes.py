@@ -40,6 +40,8 @@ def test_bundled_3dident_preset_states_the_original_facts():
     assert d["ground"]["saturation"] == 0.6
     assert set(p.mode_names) >= {"box", "periodic", "clean"}
     assert p.mapping("periodic").raw_dim == 11
+    # the released 3DIdent's image statistics point to the periodic mode (docs/latents.md)
+    assert d["latents"]["default_mode"] == "periodic" and p.mapping().mode == "periodic"
 
 
 def test_bundled_3dident_preset_states_the_measured_scene_facts():

@@ -130,9 +130,14 @@ def load_latents_file(path: str | os.PathLike[str], raw_dim: int) -> tuple[np.nd
     elif z.ndim == 3 and z.shape[1:] == (2, raw_dim):
         pairs = True
     else:
+        hint = {10: " (10 columns are box-mode latents: --mode box)",
+                 11: " (11 columns are periodic-mode latents: --mode periodic)"}  # fmt: skip
+        last = z.shape[-1] if z.ndim in (2, 3) else None
         raise DataError(
             f"{p} holds an array of shape {z.shape}; expected (N, {raw_dim}) raw latents "
-            f"or (N, 2, {raw_dim}) pairs for this latent mode."
+            f"or (N, 2, {raw_dim}) pairs for this latent mode"
+            + (hint.get(last, "") if last != raw_dim else "")
+            + "."
         )
     if len(z) == 0:
         raise DataError(f"{p} holds no latents.")

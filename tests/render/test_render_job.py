@@ -39,7 +39,7 @@ def test_latents_file_singles_and_pairs(tmp_path: Path, capsys: pytest.CaptureFi
     np.save(tmp_path / "z.npy", single)
     code, out, err = _cli(
         ["render", "--out", str(tmp_path / "s"), "--latents", str(tmp_path / "z.npy"),
-         "--renderer", "mock", "--resolution", "24", "--quiet", "--workers", "1"],
+         "--renderer", "mock", "--resolution", "24", "--quiet", "--workers", "1", "--mode", "box"],
         capsys,
     )  # fmt: skip
     assert code == 0, err
@@ -54,7 +54,7 @@ def test_latents_file_singles_and_pairs(tmp_path: Path, capsys: pytest.CaptureFi
     np.save(tmp_path / "zz.npy", pairs)
     code, out, err = _cli(
         ["render", "--out", str(tmp_path / "p"), "--latents", str(tmp_path / "zz.npy"),
-         "--renderer", "mock", "--resolution", "24", "--quiet", "--workers", "1"],
+         "--renderer", "mock", "--resolution", "24", "--quiet", "--workers", "1", "--mode", "box"],
         capsys,
     )  # fmt: skip
     assert code == 0, err
@@ -95,10 +95,18 @@ def test_bad_latents_file_shape(tmp_path: Path, capsys: pytest.CaptureFixture[st
     np.save(tmp_path / "z.npy", np.zeros((4, 7)))
     code, _, err = _cli(
         ["render", "--out", str(tmp_path / "d"), "--latents", str(tmp_path / "z.npy"),
-         "--renderer", "mock"],
+         "--renderer", "mock", "--mode", "box"],
         capsys,
     )  # fmt: skip
     assert code == 2 and "(N, 10)" in err
+    # box-mode latents given in the default (periodic) mode: the error says which mode fits
+    np.save(tmp_path / "box.npy", np.zeros((4, 10)))
+    code, _, err = _cli(
+        ["render", "--out", str(tmp_path / "d"), "--latents", str(tmp_path / "box.npy"),
+         "--renderer", "mock"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "(N, 11)" in err and "--mode box" in err and err.count("\n") == 1
 
 
 def test_missing_bpy_tells_how_to_install(

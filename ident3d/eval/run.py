@@ -8,6 +8,7 @@ import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from ident3d.errors import UsageError
 from ident3d.eval.encode import SYNTHETIC_SAMPLES, encode_dataset, encode_synthetic
 from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
 from ident3d.eval.write import write_report
@@ -36,6 +37,8 @@ def evaluate_run(
     ``last.pt``). Returns the result and the written files."""
     from ident3d.train import load_run, pick_device
 
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file, not a report directory")
     dev = pick_device(device)
     run = load_run(run_path, dev)
     if str(data) == "synthetic":
@@ -98,5 +101,7 @@ def evaluate_run(
             "eval" if not ck.is_file() or ck.name == "last.pt" else f"eval-{ck.stem}"
         )
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a report directory")
     written = write_report(result, out)
     return result, written

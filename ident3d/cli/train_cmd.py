@@ -64,7 +64,8 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML file with the same sections as config.json; flags override it.",
+    help="TOML file (or a .json such as a run's config.json) with the same sections as "
+    "config.json; flags override it.",
 )
 # model
 @click.option("--encoder", default=None, help=_ENCODER_HELP)

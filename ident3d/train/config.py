@@ -122,6 +122,8 @@ class ConfigKeyError(UsageError):
 MODEL_KEYS = frozenset(default_model_spec("mlp", 10)) | frozenset(
     default_model_spec("torchvision", 10)
 )
+#: Keys a resolved config derives (``config.json`` holds them; a config file may repeat them).
+DERIVED_KEYS = frozenset({"data.n_latents", "data.size"})
 #: Keys of one ``[[loss.members]]`` entry of an ensemble.
 MEMBER_KEYS = frozenset({"weight", "loss"})
 
@@ -150,7 +152,7 @@ def deep_merge(
     out = copy.deepcopy(base)
     for k, v in over.items():
         name = f"{where}{k}"
-        known = k in out or (where == "model." and k in MODEL_KEYS)
+        known = k in out or (where == "model." and k in MODEL_KEYS) or name in DERIVED_KEYS
         if strict and not known:
             raise ConfigKeyError(f"unknown config option {name!r}")
         if strict and k in out:
@@ -184,13 +186,39 @@ def _check_members(members: Any) -> None:
             deep_merge(allowed, m["loss"], f"{where}.loss.")
 
 
+def check_config_keys(cfg: dict[str, Any], source: str | Path) -> None:
+    """Reject an unknown key (or a value of the wrong kind) of a run's ``config.json``, as
+    for a ``--config`` file: one line naming the key and ``source``."""
+    try:
+        data, loss = cfg.get("data") or {}, cfg.get("loss") or {}
+        if not isinstance(data, dict) or not isinstance(loss, dict):
+            raise ConfigKeyError("config options 'data' and 'loss' must be tables (sections)")
+        base = default_config(data.get("kind", "synthetic"), loss.get("name", "infonce"))
+        merged = deep_merge(base, cfg)
+        if merged["loss"]["name"] == "ensemble":
+            _check_members(merged["loss"].get("members"))
+    except ConfigKeyError as exc:
+        raise DataError(f"{exc} in {source}") from None
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file (same structure as ``config.json``)."""
+    """Read a config file: TOML, or JSON when it ends in ``.json`` (a run's ``config.json``);
+    same structure as ``config.json``."""
     import tomllib
 
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file {p} does not exist")
+    if p.suffix.lower() == ".json":
+        import json
+
+        try:
+            cfg = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"config file {p} is not valid JSON: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise UsageError(f"config file {p} does not hold a JSON object")
+        return cfg
     try:
         return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:

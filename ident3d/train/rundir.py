@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ident3d.errors import DataError, UsageError
-from ident3d.train.config import RUN_FORMAT, resolve_data_path
+from ident3d.train.config import RUN_FORMAT, check_config_keys, resolve_data_path
 from ident3d.train.metrics_log import _MetricsLog
 from ident3d.train.setup import _Trainer
 
@@ -72,6 +72,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     missing = [k for k in keys if k not in cfg]
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)}: not a complete ident3d run config")
+    check_config_keys(cfg, path)
     return cfg
 
 

@@ -151,3 +151,33 @@ def test_dims_accept_the_parse_dims_syntax(tmp_path):
     code, msg = _run_cli([*args, "--dims", "0-1", "--out", str(out)])
     assert code == 0, msg
     assert json.loads((out / "config.json").read_text())["data"]["dims"] == [0, 1]
+
+
+def test_config_json_keys_are_checked_too(tmp_path, capsys):
+    """A run's config.json is a config file as well: --config takes it (JSON), and an unknown
+    key in it, or in the config.json that --resume and eval read, is one line naming both."""
+    run = tmp_path / "run"
+    assert _run_cli(["train", *TINY, "--steps", "2", "--out", str(run)])[0] == 0
+    copy = tmp_path / "copy.json"
+    copy.write_text((run / "config.json").read_text())
+    again = tmp_path / "again"
+    code, msg = _run_cli(["train", "--config", str(copy), "--no-progress", "--out", str(again)])
+    assert code == 0, msg
+    assert json.loads((again / "config.json").read_text()) == json.loads(
+        (run / "config.json").read_text()
+    )
+    cfg = json.loads(copy.read_text())
+    cfg["model"]["foo"] = 1
+    copy.write_text(json.dumps(cfg))
+    code, err = _main_exit(["train", "--config", str(copy), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "'model.foo'" in err and str(copy) in err and err.count("\n") == 1
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["loop"]["evry"] = 3
+    (run / "config.json").write_text(json.dumps(cfg))
+    for args in (
+        ["train", "--resume", "--out", str(run)],
+        ["eval", "--run", str(run), "--data", "synthetic", "--no-kernel"],
+    ):
+        code, err = _main_exit(args, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "'loop.evry'" in err and str(run / "config.json") in err, err

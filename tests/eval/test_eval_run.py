@@ -308,3 +308,20 @@ def test_eval_block_ranges_as_parse_dims(image_run, tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert rep["blocks"]["pos"]["factors"] == [0, 1, 2]
     assert rep["blocks"]["hues"]["factors"] == [7, 8, 9]
+
+
+def test_eval_huge_sizes_are_one_line(synthetic_run, tmp_path, capsys):
+    out = tmp_path / "rep"
+    _one_line_exit_2(
+        ["eval", "--run", str(synthetic_run), "--data", "synthetic", "--samples", str(10**13),
+         "--out", str(out)],
+        capsys,
+        f"--samples {10**13} needs",
+    )  # fmt: skip
+    _one_line_exit_2(
+        ["eval", "--run", str(synthetic_run), "--data", "synthetic", "--samples", "100",
+         "--kernel-fit", str(10**7), "--out", str(out)],
+        capsys,
+        f"--kernel-fit {10**7} needs",
+    )  # fmt: skip
+    assert not out.exists()

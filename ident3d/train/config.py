@@ -304,6 +304,15 @@ def _resolve(user: dict[str, Any]) -> dict[str, Any]:
                 m["n_out"] = n
     else:
         _resolve_dataset(cfg, user)
+    m = cfg["model"]
+    if m.get("kind") == "mlp":
+        hidden = m.get("hidden")
+        if not isinstance(hidden, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden
+        ):
+            raise UsageError(f"--hidden widths must be positive integers, got {hidden!r}")
+    if int(m.get("n_out", 1)) < 1:
+        raise UsageError(f"model n_out must be at least 1, got {m['n_out']}")
     if cfg["loss"]["name"] == "aninfonce" and "n" not in (user.get("loss") or {}):
         cfg["loss"]["n"] = int(cfg["model"]["n_out"])
     build_loss(cfg["loss"])  # validates the loss options

@@ -124,6 +124,7 @@ def test_config_value_of_the_wrong_kind_is_one_line(tmp_path, capsys, text, frag
         (["--lambda-lr", "-1e-3"], "--lambda-lr must be positive"),
         (["--eval-samples", "0"], "eval_samples must be >= 4"),
         (["--num-workers", "-1"], "num_workers must be >= 0"),
+        (["--hidden", "16,0"], "--hidden widths must be positive integers"),
     ],
 )
 def test_bad_option_values_are_one_line(tmp_path, capsys, args, fragment):

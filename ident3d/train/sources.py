@@ -172,7 +172,11 @@ class DatasetSource:
             workers = int(cfg["loop"].get("num_workers", 0))
             kw: dict[str, Any] = {}
             if workers > 0:
-                kw = {"persistent_workers": False, "prefetch_factor": 4}
+                kw = {
+                    "persistent_workers": False,
+                    "prefetch_factor": 4,
+                    "worker_init_fn": _worker_ignores_stop_signals,
+                }
             loader = torch.utils.data.DataLoader(
                 ds,
                 batch_sampler=self.steps,
@@ -251,6 +255,17 @@ class DatasetSource:
 
     def close(self) -> None:
         self._it = None
+
+
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: a signal to the whole process group (a
+    terminal's Ctrl-C, ``kill -- -PGID``, a scheduler) is the main process's to handle (it
+    finishes the step and writes a checkpoint); a worker dying of it would abort the step.
+    Workers still end with the main process."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _fits_on_device(d: dict[str, Any], device: torch.device) -> bool:

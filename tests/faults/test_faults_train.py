@@ -181,3 +181,60 @@ def test_sigterm_sigint_stop_at_a_checkpoint_and_resume(tmp_path, clean_run, sig
     assert _leftovers(out) == []
     _resume(out)
     _assert_same_as_clean(out, clean_run)
+
+
+def _make_images_store(root: Path, n: int = 48, size: int = 32) -> None:
+    import numpy as np
+
+    from ident3d.store import ShardWriter, create_dataset, shard_range
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    manifest = create_dataset(root, "images", n, 16, size, size, 3, config={"test": True})
+    for k in range(manifest["num_shards"]):
+        start, count = shard_range(manifest, k)
+        with ShardWriter(root, k, start, count, "images", size, size, 3) as w:
+            scene = np.zeros((count, 10), np.float32)
+            w.write_batch(0, images[start : start + count], raw[start : start + count], scene)
+
+
+def test_sigterm_to_the_group_with_loader_workers(tmp_path):
+    """SIGTERM to the whole process group of a dataset run with DataLoader workers: the
+    workers ignore it (a worker killed by it used to abort the step with a RuntimeError
+    traceback), the main process stops at a checkpoint, and --resume equals a clean run."""
+    data = tmp_path / "images"
+    _make_images_store(data)
+    args = [
+        "--data", str(data), "--encoder", "resnet18", "--batch-size", "8", "--steps", "16",
+        "--eval-every", "6", "--eval-samples", "16", "--checkpoint-every", "4",
+        "--num-workers", "2", "--threads", "1", "--no-progress", "--log-every", "1",
+    ]  # fmt: skip
+    out, clean = tmp_path / "run", tmp_path / "clean"
+    proc = subprocess.Popen(
+        _cmd(*args, "--out", str(out)), env=ENV, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for(proc, lambda: (out / "checkpoints" / "step-00000004.pt").exists())
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT_LIMIT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    step = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 4 <= step < 16
+    _resume(out)
+    r = subprocess.run(
+        _cmd(*args, "--out", str(clean)), env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    a = torch.load(clean / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 16
+    for k in a["encoder"]:
+        assert torch.equal(a["encoder"][k], b["encoder"][k]), k
+    assert _rows(clean) == _rows(out) and _leftovers(out) == []

@@ -14,7 +14,9 @@ def _parse_blocks(specs: tuple[str, ...]) -> dict[str, list[str]]:
     for spec in specs:
         name, sep, cols = spec.partition("=")
         if not sep or not name.strip() or not cols.strip():
-            raise UsageError(f"--block must look like NAME=0,1,2 or NAME=pos_x,pos_y, got {spec!r}")
+            raise UsageError(
+                f"--block must look like NAME=0,1,2, NAME=0-2 or NAME=pos_x,pos_y, got {spec!r}"
+            )
         blocks[name.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
     return blocks
 
@@ -71,7 +73,8 @@ def _parse_blocks(specs: tuple[str, ...]) -> dict[str, list[str]]:
     "--block",
     "blocks",
     multiple=True,
-    help="Factor group for block R^2, NAME=factor,factor (names or indices); repeatable.",
+    help="Factor group for block R^2, NAME=factor,factor (names, indices or ranges such as "
+    "0-2, as --dims); repeatable.",
 )
 @click.option("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda ...")
 @click.option("--batch-size", type=int, default=None, help="Encoding batch size.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Any
 
 import click
@@ -62,7 +64,8 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML file with the same sections as config.json; flags override it.",
+    help="TOML file (or a .json such as a run's config.json) with the same sections as "
+    "config.json; flags override it.",
 )
 # model
 @click.option("--encoder", default=None, help=_ENCODER_HELP)
@@ -160,7 +163,12 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
     default=None,
     help="Anisotropic precisions: bimodal, linspace (default) or comma-separated numbers.",
 )
-@click.option("--dims", default=None, help="Latent dims the conditional changes (default all).")
+@click.option(
+    "--dims",
+    default=None,
+    help="Latent dims the conditional changes: indices, ranges or names, e.g. '0-2,5' "
+    "(default all).",
+)
 @click.option("--ext-tol", type=float, default=None, help="Extended-sphere shell (default 0.1).")
 @click.option("--mixing-depth", type=int, default=None, help="Mixing MLP layers (default 3).")
 @click.option("--mixing-seed", type=int, default=None, help="Mixing MLP seed (default 0).")
@@ -287,8 +295,8 @@ def train(**o: Any) -> None:
             "lambdas",
             lam if lam in ("bimodal", "linspace") else _floats(lam, "--lambdas"),
         )
-    if o["dims"] is not None:
-        _put(user, "data", "dims", [int(v) for v in _floats(o["dims"], "--dims")])
+    if o["dims"] is not None:  # indices, ranges or names, read as ident3d.latents.parse_dims
+        _put(user, "data", "dims", o["dims"])
     for flag, key in (
         ("pairs", "pairs"),
         ("knn_conditional", "knn_conditional"),
@@ -315,5 +323,13 @@ def train(**o: Any) -> None:
     if o["resume"]:
         config = {"steps": o["steps"]} if o["steps"] is not None else {}
     else:
-        config = tr.resolve_config(user)
-    tr.train(config, o["out"], resume=o["resume"], progress=o["progress"], echo=click.echo)
+        config = tr.resolve_config(user, source=o["config_file"])
+    try:
+        tr.train(config, o["out"], resume=o["resume"], progress=o["progress"], echo=click.echo)
+    except tr.TrainingInterrupted as stop:
+        click.echo(
+            f"stopped by {signal.Signals(stop.signum).name} after step {stop.step}: checkpoint "
+            f"written; continue with `ident3d train --resume --out {stop.out}`",
+            err=True,
+        )
+        sys.exit(128 + stop.signum)

@@ -61,6 +61,8 @@ def compare(paths: Sequence[str | Path], out: str | Path | None = None) -> tuple
     when given. Returns the plain-text table and the written files."""
     if len(paths) < 2:
         raise UsageError("--compare needs at least two runs or reports.")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory for compare.md")
     reports = [load_report(p) for p in paths]
     labels = _labels(reports, paths)
     names = [f["name"] for f in reports[0]["per_factor"]]

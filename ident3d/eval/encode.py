@@ -132,8 +132,16 @@ def encode_dataset(
             "(fresh samples of its own data-generating process)."
         )
     from ident3d import data as data_mod
+    from ident3d.train.config import READ_ERRORS, data_read_error, open_checked
 
-    ds, view, table = _open_images(path)
+    opened: dict[str, Any] = {}
+
+    def _open() -> Any:
+        opened["ds"], opened["view"], opened["table"] = _open_images(path)
+        return opened["ds"]
+
+    ds = open_checked(path, _open)  # a manifest that does not match its files: one line
+    view, table = opened["view"], opened["table"]
     total = len(ds)
     n = total if n is None else int(n)
     if n > total:
@@ -159,12 +167,15 @@ def encode_dataset(
     hs = []
     seen = 0
     with _progress(n, "encoding", progress) as bar, torch.inference_mode():
-        for batch in loader:
-            x = batch[0]
-            x = run.preprocess(x.to(run.device, non_blocking=True))
-            hs.append(run.encoder(x).float())  # stays on the device: no sync per batch
-            seen += len(x)
-            bar.update(len(x))
+        try:
+            for batch in loader:
+                x = batch[0]
+                x = run.preprocess(x.to(run.device, non_blocking=True))
+                hs.append(run.encoder(x).float())  # stays on the device: no sync per batch
+                seen += len(x)
+                bar.update(len(x))
+        except READ_ERRORS as exc:  # a shard that does not match the manifest
+            raise data_read_error(path, exc) from None
     h = torch.cat(hs).double().cpu().numpy()
     if seen != n:  # pragma: no cover - a loader that skips samples would be a bug
         raise RuntimeError(f"encoded {seen} images, expected {n}")

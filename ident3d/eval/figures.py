@@ -15,6 +15,8 @@ from ident3d.eval.report import _atomic_write, _fmt, _source_line
 
 #: Points per panel in the predicted-vs-true figures (an evenly spaced subset beyond that).
 PLOT_POINTS = 2000
+#: Lowest score the bar figures show; a bar below it is cut there and marked with its value.
+BAR_FLOOR = -0.5
 
 
 def _figure(width: float, height: float) -> Any:
@@ -66,14 +68,26 @@ def _bars(ax: Any, labels: Sequence[str], series: dict[str, Sequence[Any]], ylab
     width = 0.8 / k
     for j, (name, vals) in enumerate(series.items()):
         v = np.array([np.nan if a is None else a for a in vals], dtype=float)
-        ax.bar(x - 0.4 + width * (j + 0.5), v, width, label=name)
+        pos = x - 0.4 + width * (j + 0.5)
+        ax.bar(pos, v, width, label=name)
+        for xi, vi in zip(pos, v, strict=True):  # cut by the axis: say so, with the value
+            if vi < BAR_FLOOR:
+                ax.plot([xi], [BAR_FLOOR], marker="v", color="black", ms=5, clip_on=False)
+                ax.annotate(
+                    _fmt(float(vi), 2),
+                    (xi, BAR_FLOOR),
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=6,
+                    rotation=90,
+                )
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    lo = min(
-        0.0, float(np.nanmin([np.nan if a is None else a for s in series.values() for a in s]))
-    )
-    ax.set_ylim(max(lo, -0.5), 1.02)
+    finite = [a for s in series.values() for a in s if a is not None and math.isfinite(a)]
+    lo = min([0.0, *finite])
+    ax.set_ylim(max(lo, BAR_FLOOR), 1.02)
     ax.axhline(0, color="black", lw=0.6)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

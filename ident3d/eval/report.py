@@ -35,9 +35,16 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _md_cell(text: str) -> str:
+    """A markdown table cell: pipes escaped (``|r|`` would otherwise split the cell)."""
+    return text.replace("|", "\\|")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool) -> str:
     cells = [[_fmt(c) for c in r] for r in rows]
     if markdown:
+        header = [_md_cell(h) for h in header]
+        cells = [[_md_cell(c) for c in r] for r in cells]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in cells]
         return "\n".join(lines)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from ident3d.errors import UsageError
 from ident3d.eval.encode import SYNTHETIC_SAMPLES, encode_dataset, encode_synthetic
 from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
 from ident3d.eval.write import write_report
@@ -36,8 +38,11 @@ def evaluate_run(
     ``last.pt``). Returns the result and the written files."""
     from ident3d.train import load_run, pick_device
 
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file, not a report directory")
     dev = pick_device(device)
     run = load_run(run_path, dev)
+    _check_sizes(run, str(data), samples, kernel, kernel_fit, dev)
     if str(data) == "synthetic":
         enc = encode_synthetic(
             run,
@@ -98,5 +103,46 @@ def evaluate_run(
             "eval" if not ck.is_file() or ck.name == "last.pt" else f"eval-{ck.stem}"
         )
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a report directory")
     written = write_report(result, out)
     return result, written
+
+
+def _check_sizes(
+    run: Any,
+    data: str,
+    samples: int | None,
+    kernel: bool,
+    kernel_fit: int | None,
+    device: Any,
+) -> None:
+    """Refuse sizes that cannot fit before encoding: fresh synthetic samples (observations,
+    encodings and factors in float64, each a few copies) and the kernel ridge matrices
+    (three float64 ``fit x fit`` kernels)."""
+    from ident3d.train.memory import available_bytes
+
+    free = available_bytes(device)
+    if free is None:
+        return
+    cfg = run.config
+    n = samples
+    need = 0
+    if data == "synthetic":
+        n = SYNTHETIC_SAMPLES if samples is None else int(samples)
+        m = cfg["model"]
+        width = int(m.get("n_in", 10)) + max([int(w) for w in m.get("hidden", [])] or [1])
+        need += 3 * 8 * n * (width + int(m.get("n_out", 10)) + int(cfg["data"].get("n", 10)))
+    if kernel and (kernel_fit is not None or n is not None):
+        fit = int(kernel_fit) if kernel_fit is not None else min(10240, int(n or 0) // 2)
+        need += 3 * 8 * fit * fit
+    if need > free:
+        what = (
+            f"--kernel-fit {kernel_fit}"
+            if kernel_fit is not None and 24 * int(kernel_fit) ** 2 > need // 2
+            else f"--samples {n}"
+        )
+        raise UsageError(
+            f"{what} needs at least {need / 2**30:.3g} GiB but {device} has "
+            f"{free / 2**30:.3g} GiB free; lower it"
+        )

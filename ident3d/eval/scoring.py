@@ -46,23 +46,31 @@ def _clean(x: Any) -> Any:
 def resolve_blocks(
     blocks: dict[str, Sequence[str | int]], names: Sequence[str]
 ) -> dict[str, list[int]]:
-    """Factor groups given by factor names or column indices -> column indices."""
+    """Factor groups -> column indices. Each entry is a factor name, a column index or a
+    range ``a-b`` (inclusive), as :func:`ident3d.latents.parse_dims` reads them; an entry may
+    also be a comma-separated string of those (``"0-2,hue_spot"``)."""
+    from ident3d.latents import parse_dims
+
     out: dict[str, list[int]] = {}
     for block, cols in blocks.items():
-        idx = []
-        for c in cols:
+        items = [c.strip() for c in cols.split(",")] if isinstance(cols, str) else list(cols)
+        idx: list[int] = []
+        for c in items:
             if isinstance(c, str) and c in names:
                 idx.append(list(names).index(c))
-            elif str(c).isdigit() and int(c) < len(names):
-                idx.append(int(c))
-            else:
+                continue
+            if isinstance(c, str) and not c:
+                continue
+            try:
+                idx.extend(parse_dims(str(c), len(names)) or range(len(names)))
+            except UsageError:
                 raise UsageError(
                     f"block {block}: {c!r} is neither a factor name ({', '.join(names)}) "
-                    f"nor a column index below {len(names)}"
-                )
+                    f"nor a column index or range a-b below {len(names)}"
+                ) from None
         if not idx:
             raise UsageError(f"block {block} lists no factors")
-        out[block] = idx
+        out[block] = list(dict.fromkeys(idx))
     return out
 
 

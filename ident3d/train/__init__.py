@@ -31,7 +31,8 @@ The package holds one concept per module: :mod:`~ident3d.train.config`,
 :mod:`~ident3d.train.sources`, :mod:`~ident3d.train.device`, :mod:`~ident3d.train.setup`
 (everything the step loop needs), :mod:`~ident3d.train.schedule` (learning rate),
 :mod:`~ident3d.train.metrics_log` (logging), :mod:`~ident3d.train.scores`,
-:mod:`~ident3d.train.rundir` (run directory and checkpoints), :mod:`~ident3d.train.loop`
+:mod:`~ident3d.train.rundir` (run directory and checkpoints), :mod:`~ident3d.train.memory`
+(size checks before anything is written), :mod:`~ident3d.train.loop`
 (:func:`train`) and :mod:`~ident3d.train.runs` (:func:`load_run`). The public names are re-exported here.
 """
 
@@ -44,7 +45,8 @@ from ident3d.train.config import (
     resolve_config,
 )
 from ident3d.train.device import pick_device
-from ident3d.train.loop import train
+from ident3d.train.loop import TrainingInterrupted, train
+from ident3d.train.memory import check_sizes
 from ident3d.train.rundir import CKPT_FORMAT
 from ident3d.train.runs import Run, load_run, preprocess_images
 from ident3d.train.schedule import lr_factor
@@ -58,6 +60,8 @@ __all__ = [
     "DatasetSource",
     "Run",
     "SyntheticSource",
+    "TrainingInterrupted",
+    "check_sizes",
     "deep_merge",
     "default_config",
     "load_run",

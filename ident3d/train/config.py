@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ident3d.errors import UsageError
+from ident3d.errors import DataError, UsageError
 from ident3d.losses import build_loss
 from ident3d.models import default_model_spec
 from ident3d.synthetic import SyntheticSpec, lambda_preset
@@ -112,39 +113,135 @@ def default_config(data_kind: str = "synthetic", loss: str = "infonce") -> dict[
     return cfg
 
 
+class ConfigKeyError(UsageError):
+    """An unknown key or a value of the wrong type in a config; :func:`resolve_config` adds
+    the file it came from to the message."""
+
+
+#: Keys of the ``model`` section: those of the MLP and of the torchvision encoder specs.
+MODEL_KEYS = frozenset(default_model_spec("mlp", 10)) | frozenset(
+    default_model_spec("torchvision", 10)
+)
+#: Keys a resolved config derives (``config.json`` holds them; a config file may repeat them).
+DERIVED_KEYS = frozenset({"data.n_latents", "data.size"})
+#: Keys of one ``[[loss.members]]`` entry of an ensemble.
+MEMBER_KEYS = frozenset({"weight", "loss"})
+
+
+def _check_type(name: str, default: Any, value: Any) -> None:
+    """A value must have its default's kind: a number for a number (an integer for an
+    integer), a boolean for a boolean. Defaults that are strings, lists or ``None`` accept
+    several kinds (e.g. ``amp = "auto"`` or ``true``) and are checked where they are used."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigKeyError(f"config option {name!r} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigKeyError(f"config option {name!r} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigKeyError(f"config option {name!r} must be a number, got {value!r}")
+
+
 def deep_merge(
     base: dict[str, Any], over: dict[str, Any], where: str = "", strict: bool = True
 ) -> dict[str, Any]:
-    """``base`` updated by ``over`` recursively; with ``strict`` an unknown key is an error."""
+    """``base`` updated by ``over`` recursively; with ``strict`` an unknown key, or a value
+    whose kind differs from its default's (:func:`_check_type`), is an error. The ``model``
+    section is checked against :data:`MODEL_KEYS` (either encoder kind's keys)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         name = f"{where}{k}"
-        if strict and k not in out:
-            raise UsageError(f"unknown config option {name!r}")
+        known = k in out or (where == "model." and k in MODEL_KEYS) or name in DERIVED_KEYS
+        if strict and not known:
+            raise ConfigKeyError(f"unknown config option {name!r}")
+        if strict and k in out:
+            _check_type(name, out[k], v)
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            open_keys = k in ("members",) or name in ("model",)
-            out[k] = deep_merge(out[k], v, f"{name}.", strict and not open_keys)
+            out[k] = deep_merge(out[k], v, f"{name}.", strict)
+        elif strict and isinstance(out.get(k), dict):
+            raise ConfigKeyError(f"config option {name!r} must be a table (section)")
         else:
             out[k] = copy.deepcopy(v)
     return out
 
 
+def _check_members(members: Any) -> None:
+    """Every ``[[loss.members]]`` entry: a table with ``weight`` and ``loss`` (a table whose
+    keys are those of its loss) and nothing else."""
+    if not isinstance(members, list):
+        raise ConfigKeyError("config option 'loss.members' must be a list of tables")
+    for i, m in enumerate(members):
+        where = f"loss.members[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("loss"), dict):
+            raise ConfigKeyError(f"{where} must be a table with a 'loss' table")
+        unknown = sorted(set(m) - MEMBER_KEYS)
+        if unknown:
+            raise ConfigKeyError(f"unknown config option '{where}.{unknown[0]}'")
+        if "weight" in m:
+            _check_type(f"{where}.weight", 1.0, m["weight"])
+        name = m["loss"].get("name", "infonce")
+        if name in ("infonce", "aninfonce"):
+            allowed = {**default_config("synthetic", name)["loss"], "lambda_lr": 1e-3}
+            deep_merge(allowed, m["loss"], f"{where}.loss.")
+
+
+def check_config_keys(cfg: dict[str, Any], source: str | Path) -> None:
+    """Reject an unknown key (or a value of the wrong kind) of a run's ``config.json``, as
+    for a ``--config`` file: one line naming the key and ``source``."""
+    try:
+        data, loss = cfg.get("data") or {}, cfg.get("loss") or {}
+        if not isinstance(data, dict) or not isinstance(loss, dict):
+            raise ConfigKeyError("config options 'data' and 'loss' must be tables (sections)")
+        base = default_config(data.get("kind", "synthetic"), loss.get("name", "infonce"))
+        merged = deep_merge(base, cfg)
+        if merged["loss"]["name"] == "ensemble":
+            _check_members(merged["loss"].get("members"))
+    except ConfigKeyError as exc:
+        raise DataError(f"{exc} in {source}") from None
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file (same structure as ``config.json``)."""
+    """Read a config file: TOML, or JSON when it ends in ``.json`` (a run's ``config.json``);
+    same structure as ``config.json``."""
     import tomllib
 
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file {p} does not exist")
+    if p.suffix.lower() == ".json":
+        import json
+
+        try:
+            cfg = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"config file {p} is not valid JSON: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise UsageError(f"config file {p} does not hold a JSON object")
+        return cfg
     try:
         return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {p} is not valid TOML: {exc}") from None
 
 
-def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
+def resolve_config(user: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
     """Merge user settings (from a TOML file and flags) over the defaults they select, fill in
-    derived values and validate. The result is what ``config.json`` holds."""
+    derived values and validate. The result is what ``config.json`` holds.
+
+    ``source`` names the file the settings came from: an unknown key or a value of the wrong
+    kind is reported with it (the flags themselves are typed by the command line)."""
+    try:
+        return _resolve(user)
+    except ConfigKeyError as exc:
+        if source is None:
+            raise
+        raise ConfigKeyError(f"{exc} in {source}") from None
+
+
+def _resolve(user: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(user.get("data", {}), dict) or not isinstance(user.get("loss", {}), dict):
+        raise ConfigKeyError("config options 'data' and 'loss' must be tables (sections)")
     data = dict(user.get("data") or {})
     kind = data.get("kind") or ("dataset" if data.get("path") else "synthetic")
     data["kind"] = kind
@@ -153,6 +250,8 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
         data["conditional"] = "anisotropic"
     base = default_config(kind, loss_name)
     cfg = deep_merge(base, {**user, "data": data})
+    if cfg["loss"]["name"] == "ensemble":
+        _check_members(cfg["loss"].get("members"))
     cfg["format"] = RUN_FORMAT
     for key in ("seed", "steps", "batch_size"):
         cfg[key] = int(cfg[key])
@@ -161,6 +260,11 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     if cfg["batch_size"] < 2:
         raise UsageError(f"--batch-size must be at least 2, got {cfg['batch_size']}")
     optim = cfg["optim"]
+    for key, flag in (("lr", "--lr"), ("lambda_lr", "--lambda-lr")):
+        if not float(optim[key]) > 0:
+            raise UsageError(f"{flag} must be positive, got {optim[key]}")
+    if float(optim.get("weight_decay", 0.0)) < 0:
+        raise UsageError(f"weight_decay must be >= 0, got {optim['weight_decay']}")
     if optim.get("schedule", "constant") not in SCHEDULES:
         raise UsageError(
             f"unknown learning-rate schedule {optim['schedule']!r}; choose one of "
@@ -174,8 +278,16 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
     for key in ("checkpoint_every", "eval_every", "log_every"):
         if int(loop[key]) < 0:
             raise UsageError(f"{key} must be >= 0, got {loop[key]}")
+    for key, least in (("eval_samples", 4), ("num_workers", 0), ("threads", 0)):
+        if int(loop[key]) < least:
+            raise UsageError(f"{key} must be >= {least}, got {loop[key]}")
     if cfg["data"]["kind"] == "synthetic":
         d = cfg["data"]
+        if isinstance(d.get("dims"), str):  # "0-2,5" as ident3d.latents.parse_dims reads it
+            from ident3d.latents import parse_dims
+
+            dims = parse_dims(d["dims"], int(d["n"]))
+            d["dims"] = None if dims is None else list(dims)
         if isinstance(d.get("lambdas"), str):
             n_act = d["n"] if d.get("dims") is None else len(d["dims"])
             d["lambdas"] = lambda_preset(d["lambdas"], n_act)
@@ -192,23 +304,85 @@ def resolve_config(user: dict[str, Any]) -> dict[str, Any]:
                 m["n_out"] = n
     else:
         _resolve_dataset(cfg, user)
+    m = cfg["model"]
+    if m.get("kind") == "mlp":
+        hidden = m.get("hidden")
+        if not isinstance(hidden, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden
+        ):
+            raise UsageError(f"--hidden widths must be positive integers, got {hidden!r}")
+    if int(m.get("n_out", 1)) < 1:
+        raise UsageError(f"model n_out must be at least 1, got {m['n_out']}")
     if cfg["loss"]["name"] == "aninfonce" and "n" not in (user.get("loss") or {}):
         cfg["loss"]["n"] = int(cfg["model"]["n_out"])
     build_loss(cfg["loss"])  # validates the loss options
     return cfg
 
 
+def resolve_data_path(
+    path: str | None, run_dir: Path | None = None, what: str = "dataset"
+) -> str | None:
+    """A dataset path as a run records it: absolute. A relative one (from a run written
+    before paths were recorded absolute) is looked up next to the run directory (relative to
+    its parent, where it was typed), then in the current directory."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidates = ([run_dir.resolve().parent / p] if run_dir is not None else []) + [p.resolve()]
+    for c in candidates:
+        if c.exists():
+            return str(c.resolve())
+    where = " or ".join(str(c) for c in candidates)
+    raise UsageError(f"{what} {path} does not exist (looked for {where})")
+
+
+#: What the loaders raise for a dataset whose files do not match its manifest (an edited
+#: height or kind: h5py's "out buffer is only N bytes", a k-d tree of the wrong shape, ...).
+READ_ERRORS = (ValueError, OSError, KeyError, IndexError)
+
+
+def data_read_error(path: str | Path, exc: BaseException) -> DataError:
+    """The one-line :class:`DataError` for a dataset that cannot be read as its manifest says."""
+    msg = str(exc).strip().splitlines()
+    detail = msg[-1] if msg else exc.__class__.__name__
+    return DataError(
+        f"dataset {path} cannot be read ({detail}): its manifest does not match its files; "
+        f"check it with `ident3d verify {path}`"
+    )
+
+
+def open_checked(path: str | Path, factory: Callable[[], Any]) -> Any:
+    """``factory()`` (a dataset of ``path``), with its first and last items read once, so that
+    a dataset that does not match its manifest is one :class:`DataError` naming it, before
+    a run writes anything."""
+    try:
+        ds = factory()
+        n = len(ds)
+        if n:
+            knn = ds.__class__.__name__ == "KNNPairDataset"
+            ds.__getitems__([(0, 0), (0, n - 1)] if knn else [0, n - 1])
+    except READ_ERRORS as exc:
+        raise data_read_error(path, exc) from None
+    return ds
+
+
 def _open_training_dataset(d: dict[str, Any], seed: int) -> Any:
-    """The torch dataset of a ``dataset`` data section: exact pairs or kNN pairs."""
+    """The torch dataset of a ``dataset`` data section: exact pairs or kNN pairs (checked
+    by :func:`open_checked`)."""
     from ident3d import data as data_mod
 
     path = d.get("path")
     if not path or not Path(path).exists():
         raise UsageError(f"dataset {path} does not exist")
     if d["pairs"] == "exact":
-        return data_mod.PairDataset(path)
-    return data_mod.KNNPairDataset(
-        path, conditional=d["knn_conditional"], sigma=float(d["knn_sigma"]), seed=seed
+        return open_checked(path, lambda: data_mod.PairDataset(path))
+    return open_checked(
+        path,
+        lambda: data_mod.KNNPairDataset(
+            path, conditional=d["knn_conditional"], sigma=float(d["knn_sigma"]), seed=seed
+        ),
     )
 
 
@@ -220,15 +394,20 @@ def _resolve_dataset(cfg: dict[str, Any], user: dict[str, Any]) -> None:
     path = d.get("path")
     if not path or not Path(path).exists():
         raise UsageError(f"dataset {path} does not exist")
+    path = d["path"] = str(Path(path).expanduser().resolve())
+    if d.get("eval_path") is not None and Path(d["eval_path"]).exists():
+        d["eval_path"] = str(Path(d["eval_path"]).expanduser().resolve())
     try:
         data_mod.detect_layout(path)
     except FileNotFoundError:
         raise UsageError(f"{path} is not a dataset (no manifest.json or original layout)") from None
     try:
-        ds = data_mod.ImageDataset(path)
+        ds = open_checked(path, lambda: data_mod.ImageDataset(path))
         kind = "images"
+    except DataError:
+        raise
     except UsageError:
-        ds = data_mod.PairDataset(path)
+        ds = open_checked(path, lambda: data_mod.PairDataset(path))
         kind = "pairs"
     pairs = d.get("pairs", "auto")
     if pairs == "auto":

@@ -3,16 +3,23 @@ restore, then the step loop with logging, evaluation and checkpoints)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ident3d.losses import EnsembleLoss
+from ident3d.train.device import pick_device
+from ident3d.train.memory import check_sizes
 from ident3d.train.metrics_log import _MetricsLog, _StepLog
-from ident3d.train.rundir import _open_run_dir, _save_checkpoint, _write_config
+from ident3d.train.rundir import _open_run_dir, _save_checkpoint, _write_config, write_error
 from ident3d.train.schedule import _apply_lr
 from ident3d.train.scores import score
 from ident3d.train.setup import _restore, _set_up, _Trainer, _wrap
@@ -33,17 +40,101 @@ def train(
     """
     out = Path(out)
     config, ckpt = _open_run_dir(config, out, resume)
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    if world == 1:
+        check_sizes(config, pick_device(config["loop"].get("device", "auto")))
     t = _set_up(config, ckpt)
+    if world > 1:
+        check_sizes(config, t.device, world)
     resume_bytes = _restore(t, ckpt, resume, out)
-    if t.dist.main:
+    with _stop_signals() as stop:
+        if t.dist.main:
+            _start_run_dir(out, config, resume)
+        try:
+            log = _MetricsLog(out / "metrics.jsonl", resume_bytes, t.dist.main)
+            _wrap(t)
+            _loop(t, log, out, progress, stop)
+        except OSError as exc:  # a full disk while logging: one line, the run stays resumable
+            err = write_error(Path(exc.filename or out), exc)
+            if err is None:
+                raise
+            raise err from None
+    if echo is not None and t.dist.main:
+        latest = t.latest
+        echo(
+            f"trained {int(config['steps'])} steps -> {out}"
+            + "".join(f"  {k}={v:.4f}" for k, v in latest.items())
+        )
+    return out
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at a clean point on SIGINT or SIGTERM: the checkpoint of ``step`` is
+    written (``--resume`` continues exactly)."""
+
+    def __init__(self, signum: int, step: int, out: Path) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.out = signum, step, out
+
+
+@contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """While training: SIGINT and SIGTERM only record that they came (the loop stops after the
+    current step and writes a checkpoint); the previous handlers come back afterwards. Only the
+    main thread can install handlers; elsewhere the signals keep their handlers."""
+    stop: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _start_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
+    """Write ``config.json`` (and ``checkpoints/``); when a fresh run cannot, remove what it
+    made, so the directory is either absent (as before) or a run that ``--resume`` continues."""
+    existed = out.exists()
+    try:
         _write_config(out, config, resume)
-    log = _MetricsLog(out / "metrics.jsonl", resume_bytes, t.dist.main)
-    _wrap(t)
+    except BaseException:
+        if not resume:
+            if existed:
+                shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _stop_requested(t: _Trainer, stop: list[int]) -> int:
+    """The signal that asks to stop (0: none); every process of a distributed run agrees."""
+    flag = stop[0] if stop else 0
+    if t.dist.world > 1:
+        import torch.distributed as dist
+
+        v = torch.tensor([flag], device=t.device)
+        dist.all_reduce(v, op=dist.ReduceOp.MAX)
+        flag = int(v.item())
+    return flag
+
+
+def _loop(t: _Trainer, log: _MetricsLog, out: Path, progress: bool | None, stop: list[int]) -> None:
+    """The step loop up to ``config["steps"]``: train rows, evaluations, checkpoints; on a stop
+    signal a checkpoint of the current step, then :class:`TrainingInterrupted`."""
+    config = t.config
     steps = _step_log(t, log)
     loop, total = config["loop"], int(config["steps"])
     log_every = max(1, int(loop["log_every"]))
     bar = _progress_bar(progress, t, total)
 
+    t.latest = steps.latest
     t.encoder.train()
     try:
         while t.step < total:
@@ -62,16 +153,16 @@ def train(
                 _save_checkpoint(t, log, out)
             if bar is not None and steps.latest:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in steps.latest.items()}, refresh=False)
+            signum = _stop_requested(t, stop)
+            if signum and step < total:
+                steps.flush()
+                if not do_ckpt:
+                    _save_checkpoint(t, log, out)
+                raise TrainingInterrupted(signum, step, out)
     finally:
         if bar is not None:
             bar.close()
         t.source.close()
-    if echo is not None and t.dist.main:
-        echo(
-            f"trained {total} steps -> {out}"
-            + "".join(f"  {k}={v:.4f}" for k, v in steps.latest.items())
-        )
-    return out
 
 
 def _train_step(t: _Trainer, total: int) -> torch.Tensor:

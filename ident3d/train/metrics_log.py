@@ -23,19 +23,27 @@ class _MetricsLog:
         self.enabled = enabled
         if not enabled:
             return
-        if resume_bytes is None:
-            path.write_text("")
-        else:
-            with open(path, "r+b") as f:
-                f.truncate(resume_bytes)
+        try:
+            if resume_bytes is None:
+                path.write_text("")
+            else:
+                with open(path, "r+b") as f:
+                    f.truncate(resume_bytes)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows``; an error names the file (a partial last line is cut off on resume:
+        the checkpoint records the length that was complete)."""
         if not self.enabled or not rows:
             return
-        with open(self.path, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+                f.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def size(self) -> int:
         return self.path.stat().st_size if self.enabled else 0

@@ -4,7 +4,6 @@ lambdas, the synthetic data-generating process) and the image preprocessing of t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from ident3d.errors import UsageError
 from ident3d.losses import build_loss
 from ident3d.models import build_encoder
 from ident3d.synthetic import SyntheticDGP, build_dgp
-from ident3d.train.config import RUN_FORMAT
-from ident3d.train.rundir import _load_ckpt
+from ident3d.train.rundir import _load_ckpt, read_run_config
 
 
 @dataclass
@@ -86,9 +84,7 @@ def load_run(path_or_checkpoint: str | Path, device: torch.device | str = "cpu")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise UsageError(f"{cfg_path} is missing: {p} is not inside an ident3d run directory")
-    config = json.loads(cfg_path.read_text())
-    if config.get("format") != RUN_FORMAT:
-        raise UsageError(f"{cfg_path} is not an ident3d run config")
+    config = read_run_config(cfg_path)
     ck = _load_ckpt(ck_path)
     dev = torch.device(device)
     encoder = build_encoder(config["model"])

@@ -4,7 +4,7 @@ training and ``torch.compile``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class _Trainer:
     step: int = 0
     fwd: Any = None
     amp: bool = False
+    latest: dict[str, Any] = field(default_factory=dict)
 
 
 def _set_up(config: dict[str, Any], ckpt: dict[str, Any] | None) -> _Trainer:

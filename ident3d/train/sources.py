@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ident3d.errors import UsageError
+from ident3d.errors import DataError, UsageError
 from ident3d.synthetic import build_dgp
-from ident3d.train.config import _open_training_dataset
+from ident3d.train.config import READ_ERRORS, _open_training_dataset, data_read_error
 
 
 def _stream_seed(seed: int, stream: int) -> int:
@@ -140,14 +140,17 @@ class DatasetSource:
         self.channels_last = bool(cfg["loop"].get("channels_last", True))
         if self.resident:
             mode = "pairs" if d["pairs"] == "exact" else "knn"
-            self.gpu = data_mod.GPUDataset(
-                d["path"],
-                device,
-                mode=mode,
-                conditional=d["knn_conditional"],
-                sigma=float(d["knn_sigma"]),
-                seed=self.seed,
-            )
+            try:
+                self.gpu = data_mod.GPUDataset(
+                    d["path"],
+                    device,
+                    mode=mode,
+                    conditional=d["knn_conditional"],
+                    sigma=float(d["knn_sigma"]),
+                    seed=self.seed,
+                )
+            except READ_ERRORS as exc:
+                raise data_read_error(d["path"], exc) from None
             n = len(self.gpu)
             self.steps = _StepBatches(
                 n, self.batch, self.seed, start_step, int(cfg["steps"]), rank, world, False
@@ -169,7 +172,11 @@ class DatasetSource:
             workers = int(cfg["loop"].get("num_workers", 0))
             kw: dict[str, Any] = {}
             if workers > 0:
-                kw = {"persistent_workers": False, "prefetch_factor": 4}
+                kw = {
+                    "persistent_workers": False,
+                    "prefetch_factor": 4,
+                    "worker_init_fn": _worker_ignores_stop_signals,
+                }
             loader = torch.utils.data.DataLoader(
                 ds,
                 batch_sampler=self.steps,
@@ -193,13 +200,16 @@ class DatasetSource:
         return f
 
     def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.resident:
-            idx = self.steps.indices(step)
-            epoch = step // self.steps.per_epoch
-            x1, x2, _, _ = self.gpu.get_batch(idx, epoch)
-        else:
-            assert self._it is not None
-            x1, x2, _, _ = next(self._it)
+        try:
+            if self.resident:
+                idx = self.steps.indices(step)
+                epoch = step // self.steps.per_epoch
+                x1, x2, _, _ = self.gpu.get_batch(idx, epoch)
+            else:
+                assert self._it is not None
+                x1, x2, _, _ = next(self._it)
+        except READ_ERRORS as exc:  # a shard that does not match the manifest
+            raise data_read_error(self.cfg["data"]["path"], exc) from None
         return self._prep(x1), self._prep(x2)
 
     def eval_set(self) -> tuple[torch.Tensor, np.ndarray]:
@@ -211,13 +221,18 @@ class DatasetSource:
             d = self.cfg["data"]
             path = d.get("eval_path") or d["path"]
             try:
-                ds: Any = data_mod.ImageDataset(path)
-                k = min(self.eval_samples, len(ds))
-                x, z = ds.__getitems__(list(range(k))).batch[:2]
-            except UsageError:
-                ds = data_mod.PairDataset(path)
-                k = min(self.eval_samples, len(ds))
-                x, _, z, _ = ds.__getitems__(list(range(k))).batch
+                try:
+                    ds: Any = data_mod.ImageDataset(path)
+                    k = min(self.eval_samples, len(ds))
+                    x, z = ds.__getitems__(list(range(k))).batch[:2]
+                except DataError:
+                    raise
+                except UsageError:
+                    ds = data_mod.PairDataset(path)
+                    k = min(self.eval_samples, len(ds))
+                    x, _, z, _ = ds.__getitems__(list(range(k))).batch
+            except READ_ERRORS as exc:
+                raise data_read_error(path, exc) from None
             self._eval = (x.clone(), z.double().numpy())
         return self._eval
 
@@ -240,6 +255,17 @@ class DatasetSource:
 
     def close(self) -> None:
         self._it = None
+
+
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM: a signal to the whole process group (a
+    terminal's Ctrl-C, ``kill -- -PGID``, a scheduler) is the main process's to handle (it
+    finishes the step and writes a checkpoint); a worker dying of it would abort the step.
+    Workers still end with the main process."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _fits_on_device(d: dict[str, Any], device: torch.device) -> bool:

@@ -243,3 +243,85 @@ def test_bad_input(synthetic_run, image_run, tmp_path, capsys):
 def test_eval_command_registered():
     res = _invoke(["eval", "--help"])
     assert res.exit_code == 0 and "--compare" in res.output and "--data" in res.output
+
+
+def _pairs_store(root: Path, n: int = 12) -> None:
+    from ident3d.latents import factor_table
+    from ident3d.store import ShardWriter, create_dataset
+
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(-1, 1, size=(n, 2, 10)).astype(np.float32)
+    images = rng.integers(0, 256, size=(n, 2, 32, 32, 3), dtype=np.uint8)
+    create_dataset(root, "pairs", n, n, 32, 32, 10, {"test": True}, factor_table())
+    with ShardWriter(root, 0, 0, n, "pairs", 32, 32, 10) as w:
+        w.write_batch(0, images, raw, raw)
+
+
+@pytest.mark.parametrize("edit", [("height", 16), ("kind", "images")], ids=["height", "kind"])
+def test_eval_on_a_manifest_that_does_not_match_its_shards(image_run, tmp_path, capsys, edit):
+    run, _ = image_run
+    root = tmp_path / "pairs"
+    _pairs_store(root)
+    m = json.loads((root / "manifest.json").read_text())
+    m[edit[0]] = edit[1]
+    (root / "manifest.json").write_text(json.dumps(m))
+    out = tmp_path / "rep"
+    _one_line_exit_2(
+        ["eval", "--run", str(run), "--data", str(root), "--no-kernel", "--out", str(out)],
+        capsys,
+        f"dataset {root} cannot be read",
+    )
+    assert not out.exists()
+
+
+def test_eval_out_naming_a_file(synthetic_run, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    _one_line_exit_2(
+        ["eval", "--run", str(synthetic_run), "--data", "synthetic", "--out", str(f)],
+        capsys,
+        "is a file",
+    )
+    assert f.read_text() == "x"
+
+
+def test_eval_block_ranges_as_parse_dims(image_run, tmp_path, capsys):
+    """--block takes the ident3d.latents.parse_dims syntax: names, indices and ranges."""
+    from ident3d.eval import resolve_blocks
+
+    names = list(FACTOR_NAMES)
+    assert resolve_blocks({"pos": ["0-2"], "mix": ["hue_spot", "3-4", "0"]}, names) == {
+        "pos": [0, 1, 2],
+        "mix": [8, 3, 4, 0],
+    }
+    assert resolve_blocks({"b": "7-9"}, names) == {"b": [7, 8, 9]}
+    with pytest.raises(Exception, match="range a-b below 10"):
+        resolve_blocks({"b": ["8-12"]}, names)
+    run, data = image_run
+    out = tmp_path / "rep"
+    code, _, err = _main(
+        [*("eval", "--run", str(run), "--data", str(data), "--out", str(out), "--no-kernel"),
+         *("--block", "pos=0-2", "--block", "hues=hue_object,8-9")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["blocks"]["pos"]["factors"] == [0, 1, 2]
+    assert rep["blocks"]["hues"]["factors"] == [7, 8, 9]
+
+
+def test_eval_huge_sizes_are_one_line(synthetic_run, tmp_path, capsys):
+    out = tmp_path / "rep"
+    _one_line_exit_2(
+        ["eval", "--run", str(synthetic_run), "--data", "synthetic", "--samples", str(10**13),
+         "--out", str(out)],
+        capsys,
+        f"--samples {10**13} needs",
+    )  # fmt: skip
+    _one_line_exit_2(
+        ["eval", "--run", str(synthetic_run), "--data", "synthetic", "--samples", "100",
+         "--kernel-fit", str(10**7), "--out", str(out)],
+        capsys,
+        f"--kernel-fit {10**7} needs",
+    )  # fmt: skip
+    assert not out.exists()

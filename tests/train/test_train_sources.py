@@ -107,3 +107,76 @@ def test_bad_dataset_input_exits_2(tmp_path, stores, capsys, args, fragment):
     code, err = _main_exit(full, capsys)
     assert code == 2
     assert err.startswith("error:") and fragment in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [("height", 16), ("kind", "images"), ("width", 16)],
+    ids=["height", "kind", "width"],
+)
+def test_manifest_that_does_not_match_its_shards(tmp_path, stores, capsys, edit):
+    """A manifest whose height or kind was edited: train (and a resumed train) say so in one
+    line naming the dataset, before anything is written."""
+    import shutil
+
+    data = tmp_path / "edited"
+    shutil.copytree(stores["pairs"], data)
+    m = json.loads((data / "manifest.json").read_text())
+    m[edit[0]] = edit[1]
+    (data / "manifest.json").write_text(json.dumps(m))
+    out = tmp_path / "r"
+    code, err = _main_exit(["train", "--data", str(data), *DS_ARGS, "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: dataset "), err
+    assert str(data) in err and "ident3d verify" in err
+    assert not out.exists()
+    # a run made before the edit: --resume reads the data again and refuses the same way
+    good = tmp_path / "good"
+    shutil.copytree(stores["pairs"], good)
+    code, err = _main_exit(["train", "--data", str(good), *DS_ARGS, "--steps", "3",
+                            "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    (good / "manifest.json").write_text(json.dumps({**json.loads((good / "manifest.json")
+                                                                 .read_text()), edit[0]: edit[1]}))  # fmt: skip
+    code, err = _main_exit(["train", "--resume", "--steps", "6", "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1 and str(good) in err, err
+
+
+def test_dataset_paths_are_recorded_absolute(tmp_path, stores, capsys, monkeypatch):
+    """A run records the dataset's absolute path, so --resume works from any directory; a
+    relative path of an older run is found next to the run, or in the current directory."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(stores["pairs"], work / "data" / "pairs")
+    monkeypatch.chdir(work)
+    code, err = _main_exit(["train", "--data", "data/pairs", "--eval-data", "data/pairs",
+                            *DS_ARGS, "--steps", "3", "--out", "runs/a"], capsys)  # fmt: skip
+    assert code == 0, err
+    cfg = json.loads((work / "runs" / "a" / "config.json").read_text())
+    assert cfg["data"]["path"] == str(work / "data" / "pairs")
+    assert cfg["data"]["eval_path"] == str(work / "data" / "pairs")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = work / "runs" / "a"
+    code, err = _main_exit(["train", "--resume", "--steps", "6", "--out", str(run)], capsys)
+    assert code == 0, err
+    # an old run with a relative path, typed in the run directory's parent
+    old = work / "old"
+    shutil.copytree(run, old / "run")
+    shutil.copytree(stores["pairs"], old / "pairs")
+    cfg = json.loads((old / "run" / "config.json").read_text())
+    cfg["data"]["path"] = cfg["data"]["eval_path"] = "pairs"
+    (old / "run" / "config.json").write_text(json.dumps(cfg))
+    code, err = _main_exit(["train", "--resume", "--steps", "9", "--out", str(old / "run")],
+                           capsys)  # fmt: skip
+    assert code == 0, err
+    saved = json.loads((old / "run" / "config.json").read_text())
+    assert saved["data"]["path"] == str(old / "pairs") and saved["steps"] == 9
+    # neither next to the run nor here: one line naming both places
+    cfg["data"]["path"] = "missing"
+    (old / "run" / "config.json").write_text(json.dumps(cfg))
+    code, err = _main_exit(["train", "--resume", "--steps", "12", "--out", str(old / "run")],
+                           capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(old / "missing") in err and str(elsewhere / "missing") in err

@@ -21,7 +21,6 @@ from ident3d.store.format import (
     DEFAULT_SHARD_SIZE,
     LOCK_NAME,
     MANIFEST_NAME,
-    SCENE_DIM,
     _compression_kwargs,
     _is_enospc,
     shard_range,
@@ -30,7 +29,6 @@ from ident3d.store.layouts import scan_original_layout
 from ident3d.store.layouts.common import _decode_png
 from ident3d.store.manifest import _remove_store_files, create_dataset
 from ident3d.store.writer import ShardWriter
-
 
 #: Raw-latent column count -> the 3dident preset's latent mode that maps it to scene units.
 MODE_BY_RAW_DIM = {10: "box", 11: "periodic"}

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ident3d.store.format import MANIFEST_NAME, SCENE_DIM
+from ident3d.store.format import MANIFEST_NAME, SCENE_DIM, _check_shard_file
 from ident3d.store.manifest import read_manifest
 from ident3d.store.reader import Dataset
 
@@ -38,6 +38,8 @@ def describe_dataset(root: str | os.PathLike[str]) -> str:
     size = sum(int(s["bytes"]) for s in m["shards"])
     per = "pair" if m["kind"] == "pairs" else "image"
     cfg = m.get("config") or {}
+    for e in m["shards"]:  # a dataset from elsewhere: refuse shards that lead out of it
+        _check_shard_file(root / e["file"])
     lines = [f"dataset      {root}"]
     state = "complete" if done == m["num_shards"] else f"INCOMPLETE, {n_done:,} written"
     lines.append(f"kind         {m['kind']}: {m['n']:,} {per}s ({state})")

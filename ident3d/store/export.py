@@ -87,11 +87,11 @@ def export_original(
                     f"{dst} holds {foreign[0]!r}, which an export does not write; refusing to "
                     f"replace a folder that is not an exported dataset."
                 )
+    raw_all, scene_all = ds.raw_latents(), ds.scene_latents()  # every shard opens (checked)
+    cls_all = ds.classes()
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
-    raw_all, scene_all = ds.raw_latents(), ds.scene_latents()
-    cls_all = ds.classes()
     views = [-1] if ds.kind == "images" else [0, 1]
     pool = None
     try:

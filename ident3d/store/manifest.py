@@ -28,6 +28,7 @@ from ident3d.store.format import (
     LOCK_NAME,
     MANIFEST_NAME,
     SCENE_DIM,
+    _check_shard_entry,
     _compression_kwargs,
     _fsync_path,
     _is_enospc,
@@ -76,6 +77,10 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("kind", "n", "shard_size", "num_shards", "height", "width", "raw_dim", "shards"):
         if key not in manifest:
             raise DataError(f"{path} lacks the key {key!r}.")
+    if not isinstance(manifest["shards"], list):
+        raise DataError(f"{path} has a 'shards' value that is not a list.")
+    for entry in manifest["shards"]:  # a dataset from elsewhere must not lead out of its folder
+        _check_shard_entry(root, manifest, entry)
     return manifest
 
 

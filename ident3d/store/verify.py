@@ -19,6 +19,8 @@ from ident3d.store.format import (
     MANIFEST_NAME,
     MIN_SHARD_DIGITS,
     SCENE_DIM,
+    UnsafeDatasetError,
+    _check_shard_file,
     _h5py,
     _image_shape,
     _latent_shape,
@@ -80,6 +82,7 @@ def _check_shard(
     found: list[str] = []
     path = root / entry["file"]
     kind = manifest["kind"]
+    _check_shard_file(path)
     if not path.is_file():
         return ["file is missing"]
     size = path.stat().st_size
@@ -152,6 +155,8 @@ def verify_dataset(root: str | os.PathLike[str], quick: bool = False) -> VerifyR
     report = VerifyReport(root=root, quick=quick)
     try:
         manifest = read_manifest(root)
+    except UnsafeDatasetError:
+        raise  # a refusal, not a finding: nothing of such a dataset is opened
     except DataError as exc:
         report.problems.append(("manifest", str(exc)))
         return report

@@ -19,13 +19,24 @@ from ident3d import store
                    "retrieved pairs are from the sampled ones (ident3d.data.knn_diagnostics).")  # fmt: skip
 @click.option("--knn-sigma", type=click.FloatRange(min=0, min_open=True), default=0.1,
               show_default=True, help="Scale of the normal conditional for --knn-diagnostics.")  # fmt: skip
-def info(directory: str, knn_diagnostics: bool, knn_sigma: float) -> None:
-    """Summarise the dataset in DIRECTORY: kind, size, shards, how it was made."""
+def info(directory: str, knn_diagnostics: bool, knn_sigma: float) -> int:
+    """Summarise the dataset in DIRECTORY: kind, size, shards, how it was made.
+
+    Exits 1 when listed shard files are missing, truncated or not HDF5 (a cheap check, no
+    checksums: run `ident3d verify` for those)."""
     click.echo(store.describe_dataset(directory))
+    problems = store.check_shard_files(directory)
+    if problems:
+        click.echo(
+            f"FAILED: {len({f for f, _ in problems})} listed shard files are missing or "
+            f"unreadable; run `ident3d verify {directory}`"
+        )
+        return 1
     if knn_diagnostics:
         from ident3d import data
 
         click.echo(data.format_knn_diagnostics(data.knn_diagnostics(directory, sigma=knn_sigma)))
+    return 0
 
 
 @click.command()

@@ -52,6 +52,7 @@ indexing is quadratic).
 
 Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`is_complete`,
 :func:`read_manifest`, :func:`shard_range`, :func:`verify_dataset` (``ident3d verify``),
+:func:`check_shard_files` (the cheap check of ``ident3d info``),
 :func:`describe_dataset` (``ident3d info``), :func:`convert_original` (``ident3d convert``),
 :func:`export_original` (``ident3d export``), :func:`index_digits`, and the original-layout
 readers :func:`scan_original_layout` and :func:`decode_png`.
@@ -94,7 +95,7 @@ from ident3d.store.manifest import (
     read_manifest,
 )
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
-from ident3d.store.verify import VerifyReport, verify_dataset
+from ident3d.store.verify import VerifyReport, check_shard_files, verify_dataset
 from ident3d.store.writer import ShardWriter
 
 __all__ = [
@@ -116,6 +117,7 @@ __all__ = [
     "ShardWriter",
     "UsageError",
     "VerifyReport",
+    "check_shard_files",
     "commit_shard",
     "convert_original",
     "create_dataset",

@@ -55,7 +55,10 @@ def verify(directory: str, quick: bool) -> int:
 @click.argument("dst", type=click.Path(path_type=str))
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="PNG decoding processes [default: all cores].")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Replace a dataset already in DST.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a dataset already in DST (everything of the old conversion goes).")  # fmt: skip
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted conversion into DST: committed shards are kept.")  # fmt: skip
 @click.option("--compression", type=click.Choice(store.COMPRESSIONS),
               default=store.DEFAULT_COMPRESSION, show_default=True)  # fmt: skip
 @click.option("--shard-size", type=click.IntRange(min=1), default=store.DEFAULT_SHARD_SIZE,
@@ -72,6 +75,7 @@ def convert(
     shard_size: int,
     split: str | None,
     no_progress: bool,
+    resume: bool,
 ) -> None:
     """Pack an original 3DIdent (or Causal3DIdent) folder SRC into a dataset at DST."""
     out = store.convert_original(
@@ -83,6 +87,7 @@ def convert(
         shard_size=shard_size,
         split=split,
         progress=not no_progress and sys.stderr.isatty(),
+        resume=resume,
     )
     ds = store.open_dataset(out)
     click.echo(f"wrote {len(ds):,} images in {ds.num_shards} shards to {out}")

@@ -34,6 +34,7 @@ from ident3d.store.format import (
     _is_enospc,
     _json_default,
     _normalise_json,
+    _remove_stale_tmp_files,
     _versions,
     shard_digits,
     shard_range,
@@ -122,16 +123,14 @@ _PLAN_KEYS = (
 
 
 def _remove_store_files(root: Path) -> None:
-    """Delete the manifest, shard files and temporary files of a dataset (not other files)."""
+    """Delete the manifest, shard files and the temporary files of writers that are gone (their
+    pid is not alive on this host) of a dataset; never other files, never a live writer's."""
     for entry in os.scandir(root):
         name = entry.name
-        if (
-            _SHARD_RE.match(name)
-            or (name.startswith((".shard-", f".{MANIFEST_NAME}")) and _TMP_MARK in name)
-            or name == MANIFEST_NAME
-        ):
+        if _SHARD_RE.match(name) or name == MANIFEST_NAME:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
+    _remove_stale_tmp_files(root)
 
 
 def create_dataset(

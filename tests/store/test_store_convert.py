@@ -156,9 +156,11 @@ def test_convert_resume_continues_and_keeps_live_temp_files(
         live.write_bytes(b"a live writer's shard")
         code, _, err = _cli(["convert", str(src), str(dst), *args], capsys)
         assert code == 2 and "--resume" in err and "--overwrite" in err
-        code, _, err = _cli(["convert", str(src), str(dst), *args, "--resume", "--overwrite"], capsys)
+        code, _, err = _cli(
+            ["convert", str(src), str(dst), *args, "--resume", "--overwrite"], capsys
+        )
         assert code == 2 and "exclude each other" in err
-        code, out, err = _cli(["convert", str(src), str(dst), *args, "--resume"], capsys)
+        code, _, err = _cli(["convert", str(src), str(dst), *args, "--resume"], capsys)
         assert code == 0, err
         assert _shard_digests(dst) == _shard_digests(ref)
         assert store.verify_dataset(dst).ok

@@ -17,7 +17,6 @@ import numpy as np
 from ident3d.errors import DataError, UsageError
 from ident3d.store.format import (
     _TMP_PID_RE,
-    CAUSAL3DIDENT_CLASSES,
     DEFAULT_COMPRESSION,
     DEFAULT_SHARD_SIZE,
     LOCK_NAME,
@@ -28,6 +27,7 @@ from ident3d.store.format import (
     shard_range,
 )
 from ident3d.store.layouts import scan_original_layout
+from ident3d.store.layouts.causal3dident import read_class_names
 from ident3d.store.layouts.common import _decode_png
 from ident3d.store.manifest import _remove_store_files, create_dataset, manifest_lock
 from ident3d.store.writer import ShardWriter
@@ -215,7 +215,7 @@ def convert_original(
             dst, "images", n, shard_size, height, width, raw_dim, config,
             factor_table=_factor_table(), compression=compression, overwrite=False,
             has_class=cls is not None,
-            class_names=list(CAUSAL3DIDENT_CLASSES) if cls is not None else None,
+            class_names=read_class_names(base) if cls is not None else None,
         )  # fmt: skip
         done = {int(e["index"]) for e in manifest["shards"]}
         todo = [k for k in range(manifest["num_shards"]) if k not in done]

@@ -50,7 +50,7 @@ def test_causal3dident_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[s
     back = tmp_path / "back"
     store.export_original(dst, back, workers=1, progress=False)
     assert sorted(p.name for p in back.iterdir()) == [
-        "images_0", "images_2", "images_6", "latents_0.npy", "latents_2.npy", "latents_6.npy",
+        "class_names.json", "images_0", "images_2", "images_6", "latents_0.npy", "latents_2.npy", "latents_6.npy",
         "raw_latents_0.npy", "raw_latents_2.npy", "raw_latents_6.npy",
     ]  # fmt: skip
     assert sorted(p.name for p in (back / "images_2").iterdir())[:2] == ["00.png", "01.png"]

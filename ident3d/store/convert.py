@@ -116,7 +116,12 @@ def _prepare_dst(dst: Path, overwrite: bool, resume: bool) -> bool:
             )
         if others and not has_manifest and not overwrite:
             store_only = all(_TMP_PID_RE.match(name) for name in others)
-            if not (resume and store_only):
+            if store_only and not resume:
+                raise UsageError(
+                    f"{dst} holds only temporary files of an interrupted conversion; pass "
+                    f"--resume to continue it or --overwrite to start again."
+                )
+            if not store_only:
                 raise UsageError(f"{dst} is not empty; choose a new folder or pass --overwrite.")
         with manifest_lock(dst):
             if overwrite:

@@ -197,3 +197,18 @@ def test_convert_overwrite_same_plan_starts_from_zero(
     assert _cli(args, capsys)[0] == 0
     assert not stale.exists() and store.verify_dataset(dst).ok
     assert store.read_manifest(dst)["shards"][0]["written"] >= created
+
+
+def test_convert_killed_while_creating_its_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed before the manifest existed: DST holds only a dead writer's temporary file."""
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 5)
+    dst.mkdir()
+    stale = dst / f".manifest.json.tmp-{_dead_pid()}-00aa11bb"
+    stale.write_text("{")
+    code, _, err = _cli(["convert", str(src), str(dst), "-j", "1"], capsys)
+    assert code == 2 and "only temporary files" in err and "--resume" in err
+    assert _cli(["convert", str(src), str(dst), "-j", "1", "--resume"], capsys)[0] == 0
+    assert not stale.exists() and store.verify_dataset(dst).ok

@@ -128,3 +128,16 @@ def test_quick_does_not_see_changed_pixels_full_verify_does(
     assert code == 0 and "no checksums" in out
     code, out, _ = _cli(["verify", str(root)], capsys)
     assert code == 1 and "SHA-256 checksum mismatch" in out
+
+
+def test_verify_reports_object_dtypes_without_reading_them(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    _make(root, n=10, shard_size=10)
+    with h5py.File(root / "shard-00000.h5", "a") as f:
+        del f["latents"]
+        f.create_dataset("latents", data=np.array([b"x"] * 100, dtype=object).reshape(10, 10),
+                         dtype=h5py.string_dtype())  # fmt: skip
+    _rewrite_manifest_entry(root, 0)
+    text = "\n".join(store.verify_dataset(root).lines())
+    assert "BAD shard-00000.h5: latents has dtype object, expected float32" in text
+    assert "NaN" not in text

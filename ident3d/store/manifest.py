@@ -154,7 +154,8 @@ def create_dataset(
     An existing manifest with the same plan (kind, n, shard size, shapes, compression, classes),
     config and factor table is reused as it is, with its committed shards: that is how a crashed
     run resumes and how several machines join one dataset. A different one raises
-    :class:`UsageError` unless ``overwrite``, which deletes the old manifest and shards.
+    :class:`UsageError`. ``overwrite`` deletes the old manifest and shards (same plan or not)
+    and the temporary files of writers that are gone, and starts a new manifest.
     """
     root = Path(root)
     if kind not in KINDS:
@@ -202,7 +203,7 @@ def create_dataset(
                 old = None
             if old is not None:
                 differ = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
-                if not differ:
+                if not differ and not overwrite:
                     return old
                 if not overwrite:
                     raise UsageError(

@@ -165,3 +165,23 @@ def test_object_dtypes_in_a_shard_are_refused(tmp_path: Path) -> None:
     ds = store.open_dataset(root)
     with pytest.raises(store.DataError, match="latents of dtype object, which the format"):
         ds.read(0)
+
+
+def test_overwrite_with_the_same_plan_starts_from_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``overwrite=True`` used to hand back the old manifest when the plan was the same, so
+    `ident3d render --overwrite` of the same dataset refused ("pass ... --overwrite")."""
+    root = tmp_path / "ds"
+    _make(root)
+    cfg = {"preset": "test", "seed": 1}
+    fresh = store.create_dataset(root, "images", 25, 10, H, W, 10, cfg, overwrite=True)
+    assert fresh["shards"] == [] and not list(root.glob("shard-*.h5"))
+    assert store.read_manifest(root)["shards"] == []
+    out = tmp_path / "render"
+    args = ["render", "--out", str(out), "--n", "2", "--renderer", "mock", "--resolution", "16",
+            "--quiet", "--workers", "1", "--overwrite"]  # fmt: skip
+    assert _cli(args, capsys)[0] == 0
+    code, _, err = _cli(args, capsys)
+    assert code == 0, err
+    assert store.verify_dataset(out).ok

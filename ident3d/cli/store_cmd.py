@@ -19,13 +19,24 @@ from ident3d import store
                    "retrieved pairs are from the sampled ones (ident3d.data.knn_diagnostics).")  # fmt: skip
 @click.option("--knn-sigma", type=click.FloatRange(min=0, min_open=True), default=0.1,
               show_default=True, help="Scale of the normal conditional for --knn-diagnostics.")  # fmt: skip
-def info(directory: str, knn_diagnostics: bool, knn_sigma: float) -> None:
-    """Summarise the dataset in DIRECTORY: kind, size, shards, how it was made."""
+def info(directory: str, knn_diagnostics: bool, knn_sigma: float) -> int:
+    """Summarise the dataset in DIRECTORY: kind, size, shards, how it was made.
+
+    Exits 1 when listed shard files are missing, truncated or not HDF5 (a cheap check, no
+    checksums: run `ident3d verify` for those)."""
     click.echo(store.describe_dataset(directory))
+    problems = store.check_shard_files(directory)
+    if problems:
+        click.echo(
+            f"FAILED: {len({f for f, _ in problems})} listed shard files are missing or "
+            f"unreadable; run `ident3d verify {directory}`"
+        )
+        return 1
     if knn_diagnostics:
         from ident3d import data
 
         click.echo(data.format_knn_diagnostics(data.knn_diagnostics(directory, sigma=knn_sigma)))
+    return 0
 
 
 @click.command()
@@ -44,7 +55,10 @@ def verify(directory: str, quick: bool) -> int:
 @click.argument("dst", type=click.Path(path_type=str))
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="PNG decoding processes [default: all cores].")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Replace a dataset already in DST.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a dataset already in DST (everything of the old conversion goes).")  # fmt: skip
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted conversion into DST: committed shards are kept.")  # fmt: skip
 @click.option("--compression", type=click.Choice(store.COMPRESSIONS),
               default=store.DEFAULT_COMPRESSION, show_default=True)  # fmt: skip
 @click.option("--shard-size", type=click.IntRange(min=1), default=store.DEFAULT_SHARD_SIZE,
@@ -61,6 +75,7 @@ def convert(
     shard_size: int,
     split: str | None,
     no_progress: bool,
+    resume: bool,
 ) -> None:
     """Pack an original 3DIdent (or Causal3DIdent) folder SRC into a dataset at DST."""
     out = store.convert_original(
@@ -72,6 +87,7 @@ def convert(
         shard_size=shard_size,
         split=split,
         progress=not no_progress and sys.stderr.isatty(),
+        resume=resume,
     )
     ds = store.open_dataset(out)
     click.echo(f"wrote {len(ds):,} images in {ds.num_shards} shards to {out}")

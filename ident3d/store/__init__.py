@@ -52,9 +52,11 @@ indexing is quadratic).
 
 Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`is_complete`,
 :func:`read_manifest`, :func:`shard_range`, :func:`verify_dataset` (``ident3d verify``),
+:func:`check_shard_files` (the cheap check of ``ident3d info``),
 :func:`describe_dataset` (``ident3d info``), :func:`convert_original` (``ident3d convert``),
 :func:`export_original` (``ident3d export``), :func:`index_digits`, and the original-layout
-readers :func:`scan_original_layout` and :func:`decode_png`.
+readers :func:`scan_original_layout`, :func:`decode_png` and :func:`read_class_names` (a split
+folder's ``class_names.json``, Causal3DIdent's names without one).
 
 The package holds one concept per module: :mod:`~ident3d.store.format` (constants and shared
 helpers), :mod:`~ident3d.store.manifest`, :mod:`~ident3d.store.writer`,
@@ -84,7 +86,7 @@ from ident3d.store.format import (
     shard_file_name,
     shard_range,
 )
-from ident3d.store.layouts import decode_png, scan_original_layout
+from ident3d.store.layouts import decode_png, read_class_names, scan_original_layout
 from ident3d.store.manifest import (
     commit_shard,
     create_dataset,
@@ -94,7 +96,7 @@ from ident3d.store.manifest import (
     read_manifest,
 )
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
-from ident3d.store.verify import VerifyReport, verify_dataset
+from ident3d.store.verify import VerifyReport, check_shard_files, verify_dataset
 from ident3d.store.writer import ShardWriter
 
 __all__ = [
@@ -116,6 +118,7 @@ __all__ = [
     "ShardWriter",
     "UsageError",
     "VerifyReport",
+    "check_shard_files",
     "commit_shard",
     "convert_original",
     "create_dataset",
@@ -127,6 +130,7 @@ __all__ = [
     "manifest_lock",
     "missing_shards",
     "open_dataset",
+    "read_class_names",
     "read_manifest",
     "scan_original_layout",
     "sha256_file",

@@ -16,18 +16,20 @@ import numpy as np
 
 from ident3d.errors import DataError, UsageError
 from ident3d.store.format import (
-    CAUSAL3DIDENT_CLASSES,
+    _TMP_PID_RE,
     DEFAULT_COMPRESSION,
     DEFAULT_SHARD_SIZE,
     LOCK_NAME,
     MANIFEST_NAME,
     _compression_kwargs,
     _is_enospc,
+    _remove_stale_tmp_files,
     shard_range,
 )
 from ident3d.store.layouts import scan_original_layout
+from ident3d.store.layouts.causal3dident import read_class_names
 from ident3d.store.layouts.common import _decode_png
-from ident3d.store.manifest import _remove_store_files, create_dataset
+from ident3d.store.manifest import _remove_store_files, create_dataset, manifest_lock
 from ident3d.store.writer import ShardWriter
 
 #: Raw-latent column count -> the 3dident preset's latent mode that maps it to scene units.
@@ -95,17 +97,37 @@ def _bounded_map(
         yield result
 
 
-def _prepare_dst(dst: Path, overwrite: bool) -> bool:
-    """Check DST for convert; returns whether DST was created here."""
+def _prepare_dst(dst: Path, overwrite: bool, resume: bool) -> bool:
+    """Check DST for convert and clear what an earlier conversion left there that must go;
+    returns whether DST was created here.
+
+    ``overwrite``: the manifest, every shard and the temporary files of writers that are gone
+    are removed (a live writer's temporary file is left alone). ``resume``: committed shards
+    stay, temporary files of writers that are gone are removed."""
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"{dst} exists and is not a directory.")
     if dst.exists():
         has_manifest = (dst / MANIFEST_NAME).exists()
         others = [e.name for e in os.scandir(dst) if e.name != LOCK_NAME]
-        if has_manifest and not overwrite:
-            raise UsageError(f"{dst} already holds a dataset; pass --overwrite to replace it.")
+        if has_manifest and not (overwrite or resume):
+            raise UsageError(
+                f"{dst} already holds a dataset; pass --resume to continue an interrupted "
+                f"conversion or --overwrite to replace it."
+            )
         if others and not has_manifest and not overwrite:
-            raise UsageError(f"{dst} is not empty; choose a new folder or pass --overwrite.")
+            store_only = all(_TMP_PID_RE.match(name) for name in others)
+            if store_only and not resume:
+                raise UsageError(
+                    f"{dst} holds only temporary files of an interrupted conversion; pass "
+                    f"--resume to continue it or --overwrite to start again."
+                )
+            if not store_only:
+                raise UsageError(f"{dst} is not empty; choose a new folder or pass --overwrite.")
+        with manifest_lock(dst):
+            if overwrite:
+                _remove_store_files(dst)
+            else:
+                _remove_stale_tmp_files(dst)
         return False
     return True
 
@@ -130,6 +152,7 @@ def convert_original(
     split: str | None = None,
     progress: bool = True,
     batch: int = 32,
+    resume: bool = False,
 ) -> Path:
     """Pack an original 3DIdent or Causal3DIdent folder into a dataset at ``dst``.
 
@@ -141,8 +164,13 @@ def convert_original(
     3dident preset's mapping for their column count (10: box mode, 11: periodic mode; see
     :data:`MODE_BY_RAW_DIM`), and the manifest says so. PNGs are decoded by ``workers``
     processes (default: all cores); pixels are stored exactly. On any failure everything written
-    to ``dst`` is removed again. Returns ``dst``.
+    to ``dst`` is removed again. ``resume`` continues a conversion that was killed: the shards
+    it committed are kept, the others converted (the result is the same as an uninterrupted
+    run); a failing resumed run keeps the committed shards too, so it can be resumed again.
+    ``overwrite`` removes everything of an earlier conversion first. Returns ``dst``.
     """
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: choose one.")
     src, dst = Path(src), Path(dst)
     _compression_kwargs(compression)
     if not isinstance(shard_size, int) or shard_size < 1:
@@ -184,17 +212,20 @@ def convert_original(
         "scene_latents": scene_source,
         "resolution": [width, height],
     }
-    created = _prepare_dst(dst, overwrite)
+    created = _prepare_dst(dst, overwrite, resume)
+    keep_on_failure = resume  # a resumed run never deletes what it continues
     pool = None
     try:
         manifest = create_dataset(
             dst, "images", n, shard_size, height, width, raw_dim, config,
-            factor_table=_factor_table(), compression=compression, overwrite=True,
+            factor_table=_factor_table(), compression=compression, overwrite=False,
             has_class=cls is not None,
-            class_names=list(CAUSAL3DIDENT_CLASSES) if cls is not None else None,
+            class_names=read_class_names(base) if cls is not None else None,
         )  # fmt: skip
+        done = {int(e["index"]) for e in manifest["shards"]}
+        todo = [k for k in range(manifest["num_shards"]) if k not in done]
         tasks: list[tuple[int, int, int]] = []  # (shard, local start, stop)
-        for k in range(manifest["num_shards"]):
+        for k in todo:
             start, count = shard_range(manifest, k)
             tasks += [(k, j, min(j + batch, count)) for j in range(0, count, batch)]
         jobs = [([paths[shard_range(manifest, k)[0] + j] for j in range(a, b)], (height, width))
@@ -207,8 +238,9 @@ def convert_original(
         from tqdm import tqdm
 
         with tqdm(total=n, unit="img", desc="convert", disable=not progress) as bar:
+            bar.update(sum(shard_range(manifest, k)[1] for k in done))
             pos = 0
-            for k in range(manifest["num_shards"]):
+            for k in todo:
                 start, count = shard_range(manifest, k)
                 with ShardWriter(dst, k, start, count, "images", height, width, raw_dim,
                                  has_class=cls is not None) as w:  # fmt: skip
@@ -226,9 +258,14 @@ def convert_original(
             pool.terminate()
             pool.join()
             pool = None
-        _cleanup_dst(dst, created)
+        if not keep_on_failure:
+            _cleanup_dst(dst, created)
+        kept = "the committed shards were kept (--resume continues)" if keep_on_failure else (
+            "nothing was kept")  # fmt: skip
         if isinstance(exc, OSError) and _is_enospc(exc):
-            raise DataError(f"disk full while converting into {dst}; nothing was kept.") from None
+            raise DataError(f"disk full while converting into {dst}; {kept}.") from None
+        if isinstance(exc, DataError) and str(exc).startswith("disk full"):
+            raise DataError(f"{str(exc).rstrip('.')}; {kept}.") from None
         raise
     finally:
         if pool is not None:

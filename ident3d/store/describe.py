@@ -10,6 +10,7 @@ from typing import Any
 from ident3d.store.format import MANIFEST_NAME, SCENE_DIM
 from ident3d.store.manifest import read_manifest
 from ident3d.store.reader import Dataset
+from ident3d.store.verify import _file_problems
 
 
 def _human_bytes(n: float) -> str:
@@ -29,8 +30,14 @@ def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], d)]
 
 
+def _shard_problems(root: Path, m: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(e["file"], what) for e in m["shards"] for what in _file_problems(root / e["file"], e)]
+
+
 def describe_dataset(root: str | os.PathLike[str]) -> str:
-    """A human summary of a dataset (what ``ident3d info`` prints)."""
+    """A human summary of a dataset (what ``ident3d info`` prints). Listed shard files that are
+    missing, of the wrong size or not HDF5 (:func:`check_shard_files`) make it say ``DAMAGED``
+    and add one ``BAD <file>: <problem>`` line each."""
     root = Path(root)
     m = read_manifest(root)
     done = len({int(s["index"]) for s in m["shards"]})
@@ -39,7 +46,11 @@ def describe_dataset(root: str | os.PathLike[str]) -> str:
     per = "pair" if m["kind"] == "pairs" else "image"
     cfg = m.get("config") or {}
     lines = [f"dataset      {root}"]
+    problems = _shard_problems(root, m)
     state = "complete" if done == m["num_shards"] else f"INCOMPLETE, {n_done:,} written"
+    if problems:
+        bad = len({f for f, _ in problems})
+        state = f"DAMAGED: {bad} of {done} listed shards missing or unreadable"
     lines.append(f"kind         {m['kind']}: {m['n']:,} {per}s ({state})")
     lines.append(
         f"shards       {done} of {m['num_shards']} complete, {m['shard_size']:,} samples each"
@@ -84,7 +95,7 @@ def describe_dataset(root: str | os.PathLike[str]) -> str:
         f"{k} {v[k]}" for k in ("ident3d", "python", "blender", "h5py", "hdf5") if k in v
     )
     lines.append(f"made         {m.get('created', '?')} with {made}")
-    if n_done:
+    if n_done:  # the statistics come from the manifest: no shard is opened
         ds = Dataset(root, m)
         lines.append(
             "mean / std   "
@@ -93,6 +104,8 @@ def describe_dataset(root: str | os.PathLike[str]) -> str:
             + " ".join(f"{x:.4f}" for x in ds.std)
             + "  (R G B, [0, 1] units)"
         )
+    for where, what in problems:
+        lines.append(f"BAD {where}: {what}")
     flat = _flatten(cfg)
     if flat:
         lines.append("config")

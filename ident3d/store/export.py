@@ -17,12 +17,33 @@ import numpy as np
 
 from ident3d.errors import DataError, UsageError
 from ident3d.store.convert import _worker_pool
-from ident3d.store.format import _is_enospc
+from ident3d.store.format import _is_enospc, _pid_alive
+from ident3d.store.layouts.causal3dident import CLASS_NAMES_FILE
 from ident3d.store.reader import open_dataset
 
 _EXPORT_NAMES = re.compile(
-    r"^(raw_latents(_\d+)?\.npy|latents(_\d+)?\.npy|images(_\d+)?|view[01]|pairs\.json)$"
+    r"^(raw_latents(_\d+)?\.npy|latents(_\d+)?\.npy|images(_\d+)?|view[01]|pairs\.json"
+    r"|class_names\.json)$"
 )
+
+
+def _partial_re(dst: Path) -> re.Pattern[str]:
+    return re.compile(rf"^\.{re.escape(dst.name)}\.partial-(\d+)-[0-9a-f]+$")
+
+
+def _remove_stale_partials(dst: Path) -> list[Path]:
+    """Delete the ``.DST.partial-<pid>-<hex>`` folders of exports to ``dst`` whose process is
+    gone (killed); a live exporter's folder is never touched. Returns what was removed."""
+    pattern, removed = _partial_re(dst), []
+    if not dst.parent.is_dir():
+        return removed
+    with os.scandir(dst.parent) as it:
+        for entry in it:
+            m = pattern.match(entry.name)
+            if m and entry.is_dir(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def index_digits(n: int) -> int:
@@ -87,11 +108,12 @@ def export_original(
                     f"{dst} holds {foreign[0]!r}, which an export does not write; refusing to "
                     f"replace a folder that is not an exported dataset."
                 )
+    raw_all, scene_all = ds.raw_latents(), ds.scene_latents()  # every shard opens (checked)
+    cls_all = ds.classes()
     dst.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(dst)
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
-    raw_all, scene_all = ds.raw_latents(), ds.scene_latents()
-    cls_all = ds.classes()
     views = [-1] if ds.kind == "images" else [0, 1]
     pool = None
     try:
@@ -113,6 +135,11 @@ def export_original(
                 digits = index_digits(len(idx))
                 for local, g in enumerate(idx):
                     names[g] = str(img_dir / f"{local:0{digits}d}.png")
+            if cls_all is not None and ds.class_names:
+                (vroot / CLASS_NAMES_FILE).write_text(json.dumps({
+                    "format": "ident3d-export-classes", "class_names": list(ds.class_names),
+                    "note": "name of class c is class_names[c]; read by ident3d convert"},
+                    indent=1) + "\n")  # fmt: skip
             for a in range(0, ds.n, batch):
                 b = min(a + batch, ds.n)
                 jobs.append((a, b, view, list(names[a:b]), png_compress_level))

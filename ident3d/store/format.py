@@ -5,6 +5,7 @@ checksums, JSON normalisation, fsync, compression options, array shapes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ident3d import __version__
-from ident3d.errors import UsageError
+from ident3d.errors import DataError, UsageError
 
 FORMAT_NAME = "ident3d-store"
 FORMAT_VERSION = 1
@@ -162,3 +163,88 @@ def _image_shape(kind: str, height: int, width: int) -> tuple[int, ...]:
 
 def _latent_shape(kind: str, dim: int) -> tuple[int, ...]:
     return (dim,) if kind == "images" else (2, dim)
+
+
+# ----------------------------------------------------------------------------- stale files
+# Temporary files and folders carry the pid of the process that made them:
+# ``.shard-00007.h5.tmp-<pid>-<hex>``, ``.manifest.json.tmp-<pid>-<hex>`` (writer.py,
+# manifest.py) and ``.DST.partial-<pid>-<hex>`` (export.py).
+_TMP_PID_RE = re.compile(r"^\.(shard-\d+\.h5|manifest\.json)\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    try:  # a killed child its parent has not reaped yet is no writer any more
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _stale_tmp_files(root: Path) -> list[Path]:
+    """Temporary shard and manifest files in ``root`` whose writer process is gone."""
+    out = []
+    with os.scandir(root) as it:
+        for entry in it:
+            m = _TMP_PID_RE.match(entry.name)
+            if m and not _pid_alive(int(m.group(2))):
+                out.append(Path(entry.path))
+    return sorted(out)
+
+
+def _remove_stale_tmp_files(root: Path) -> list[Path]:
+    """Delete :func:`_stale_tmp_files` (never a live writer's); return what was removed."""
+    removed = []
+    for path in _stale_tmp_files(root):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+# ----------------------------------------------------------------------------- untrusted input
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class UnsafeDatasetError(DataError):
+    """A dataset whose manifest or files would make ident3d read or write outside its folder
+    (a refusal, exit 2, never a mere finding of ``verify``)."""
+
+
+def _check_shard_entry(root: Path, manifest: dict[str, Any], entry: Any) -> None:
+    """Refuse a manifest shard entry that could make a reader leave ``root``: the file must be
+    the format's own name for its index (no ``..``, no absolute path, no sub-folder)."""
+    where = root / MANIFEST_NAME
+    if not isinstance(entry, dict):
+        raise UnsafeDatasetError(
+            f"{where} lists a shard entry that is not an object: {entry!r:.60}."
+        )
+    index, name = entry.get("index"), entry.get("file")
+    digits = manifest.get("shard_digits", MIN_SHARD_DIGITS)
+    if not isinstance(digits, int) or not MIN_SHARD_DIGITS <= digits <= 20:
+        raise UnsafeDatasetError(f"{where} has an invalid shard_digits {digits!r}.")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise UnsafeDatasetError(f"{where} lists a shard with an invalid index {index!r:.60}.")
+    if name != shard_file_name(index, digits):
+        raise UnsafeDatasetError(
+            f"{where} names shard {index} {str(name)!r:.80}; only {shard_file_name(index, digits)} "
+            f"is allowed (shard files are plain names inside the dataset folder)."
+        )
+
+
+def _check_shard_file(path: Path) -> None:
+    """Refuse a shard file that is a symbolic link (it could lead outside the dataset)."""
+    if path.is_symlink():
+        raise UnsafeDatasetError(
+            f"{path} is a symbolic link; shard files must be plain files inside the dataset folder."
+        )

@@ -28,11 +28,13 @@ from ident3d.store.format import (
     LOCK_NAME,
     MANIFEST_NAME,
     SCENE_DIM,
+    _check_shard_entry,
     _compression_kwargs,
     _fsync_path,
     _is_enospc,
     _json_default,
     _normalise_json,
+    _remove_stale_tmp_files,
     _versions,
     shard_digits,
     shard_range,
@@ -76,6 +78,10 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("kind", "n", "shard_size", "num_shards", "height", "width", "raw_dim", "shards"):
         if key not in manifest:
             raise DataError(f"{path} lacks the key {key!r}.")
+    if not isinstance(manifest["shards"], list):
+        raise DataError(f"{path} has a 'shards' value that is not a list.")
+    for entry in manifest["shards"]:  # a dataset from elsewhere must not lead out of its folder
+        _check_shard_entry(root, manifest, entry)
     return manifest
 
 
@@ -117,16 +123,14 @@ _PLAN_KEYS = (
 
 
 def _remove_store_files(root: Path) -> None:
-    """Delete the manifest, shard files and temporary files of a dataset (not other files)."""
+    """Delete the manifest, shard files and the temporary files of writers that are gone (their
+    pid is not alive on this host) of a dataset; never other files, never a live writer's."""
     for entry in os.scandir(root):
         name = entry.name
-        if (
-            _SHARD_RE.match(name)
-            or (name.startswith((".shard-", f".{MANIFEST_NAME}")) and _TMP_MARK in name)
-            or name == MANIFEST_NAME
-        ):
+        if _SHARD_RE.match(name) or name == MANIFEST_NAME:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
+    _remove_stale_tmp_files(root)
 
 
 def create_dataset(
@@ -150,7 +154,8 @@ def create_dataset(
     An existing manifest with the same plan (kind, n, shard size, shapes, compression, classes),
     config and factor table is reused as it is, with its committed shards: that is how a crashed
     run resumes and how several machines join one dataset. A different one raises
-    :class:`UsageError` unless ``overwrite``, which deletes the old manifest and shards.
+    :class:`UsageError`. ``overwrite`` deletes the old manifest and shards (same plan or not)
+    and the temporary files of writers that are gone, and starts a new manifest.
     """
     root = Path(root)
     if kind not in KINDS:
@@ -198,7 +203,7 @@ def create_dataset(
                 old = None
             if old is not None:
                 differ = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
-                if not differ:
+                if not differ and not overwrite:
                     return old
                 if not overwrite:
                     raise UsageError(

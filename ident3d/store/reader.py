@@ -14,7 +14,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ident3d.errors import DataError
-from ident3d.store.format import SCENE_DIM, _h5py, _image_shape, _latent_shape, shard_range
+from ident3d.store.format import (
+    SCENE_DIM,
+    _check_shard_file,
+    _h5py,
+    _image_shape,
+    _latent_shape,
+    shard_range,
+)
 from ident3d.store.manifest import read_manifest
 
 
@@ -65,6 +72,18 @@ class _OpenShard:
         try:
             self.file = h5py.File(path, "r", rdcc_nbytes=0)
             self.images = self.file["images"]
+            names = ("images", "latents_raw", "latents", "class") if has_class else (
+                "images", "latents_raw", "latents")  # fmt: skip
+            for name in names:  # numbers only: no object, string or compound data
+                dtype = self.file[name].dtype
+                if dtype.kind not in (
+                    "u" if name == "images" else "iu" if name == "class" else "f"
+                ):
+                    self.file.close()
+                    raise DataError(
+                        f"shard {path} holds {name} of dtype {dtype}, which the "
+                        f"format does not allow; run `ident3d verify`."
+                    )
             self.raw = self.file["latents_raw"][()]
             self.scene = self.file["latents"][()]
             self.cls = self.file["class"][()] if has_class else None
@@ -194,7 +213,9 @@ class Dataset:
                     f"samples {start}..{start + count - 1} are in shard {k}, which {self.root} "
                     f"does not have yet."
                 )
-            sh = _OpenShard(self.root / entry["file"], self.has_class)
+            path = self.root / entry["file"]
+            _check_shard_file(path)
+            sh = _OpenShard(path, self.has_class)
             self._open[k] = sh
         return sh
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,12 @@ from ident3d.errors import DataError, UsageError
 from ident3d.store.format import (
     _SHARD_RE,
     _TMP_MARK,
+    HDF5_SIGNATURE,
     MANIFEST_NAME,
     MIN_SHARD_DIGITS,
     SCENE_DIM,
+    UnsafeDatasetError,
+    _check_shard_file,
     _h5py,
     _image_shape,
     _latent_shape,
@@ -71,20 +75,72 @@ class VerifyReport:
         return out
 
 
+def _file_problems(path: Path, entry: dict[str, Any]) -> list[str]:
+    """The cheap checks of one listed shard file: present, a plain file, the size the manifest
+    records, and the HDF5 signature at its start (no data read)."""
+    _check_shard_file(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ["file is missing"]
+    if not stat.S_ISREG(st.st_mode):
+        return ["is not a regular file"]
+    found = []
+    if st.st_size != int(entry.get("bytes", -1)):
+        found.append(
+            f"size {st.st_size} bytes, manifest says {entry.get('bytes')} (truncated or changed)"
+        )
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(HDF5_SIGNATURE))
+    except OSError as exc:
+        return [*found, f"cannot be read ({exc.strerror or exc})"]
+    if head != HDF5_SIGNATURE:
+        found.append("does not start with the HDF5 signature (not an HDF5 file, or corrupt)")
+    return found
+
+
+def check_shard_files(root: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The cheap check ``ident3d info`` runs: ``(file, problem)`` for every shard listed in the
+    manifest that is missing, not a plain file, of the wrong size or without the HDF5 signature.
+    No checksums and no HDF5 parsing (that is ``verify --quick`` and ``verify``)."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    return [
+        (e["file"], what)
+        for e in manifest["shards"]
+        for what in _file_problems(root / e["file"], e)
+    ]
+
+
+def _check_chunks(d: Any, count: int, file_size: int) -> list[str]:
+    """``images`` must have one allocated chunk per sample, each inside the file (cheap: the
+    chunk index only, no pixels read)."""
+    try:
+        n = d.id.get_num_chunks()
+        if n != count:
+            return [f"images have {n} stored chunks, expected {count} (one per sample)"]
+        for j in range(n):
+            info = d.id.get_chunk_info(j)
+            if info.byte_offset is None or info.byte_offset + info.size > file_size:
+                return [f"images chunk {j} lies outside the file (truncated or corrupt)"]
+    except (OSError, RuntimeError, ValueError) as exc:
+        return [f"images chunk index is unreadable ({str(exc).splitlines()[0]})"]
+    return []
+
+
 def _check_shard(
     root: Path, manifest: dict[str, Any], entry: dict[str, Any], quick: bool
 ) -> list[str]:
     """Problems with one listed shard (empty list when it is good)."""
     h5py = _h5py()
 
-    found: list[str] = []
     path = root / entry["file"]
     kind = manifest["kind"]
-    if not path.is_file():
-        return ["file is missing"]
+    found = _file_problems(path, entry)
+    if found and found[0] in ("file is missing", "is not a regular file"):
+        return found
     size = path.stat().st_size
-    if size != int(entry.get("bytes", -1)):
-        found.append(f"size {size} bytes, manifest says {entry.get('bytes')}")
     if not quick:
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
@@ -109,8 +165,11 @@ def _check_shard(
                     continue
                 if dtype is not None and d.dtype != dtype:
                     found.append(f"{name} has dtype {d.dtype}, expected {np.dtype(dtype)}")
+                    continue  # its values are not read (no object or string data)
                 if name == "images" and d.chunks != (1, *shape[1:]):
                     found.append(f"images are chunked {d.chunks}, expected one sample per chunk")
+                elif name == "images":
+                    found += _check_chunks(d, count, size)
                 if name.startswith("latents"):
                     values = d[()]
                     bad = ~np.isfinite(values).reshape(count, -1).all(axis=1)
@@ -152,6 +211,8 @@ def verify_dataset(root: str | os.PathLike[str], quick: bool = False) -> VerifyR
     report = VerifyReport(root=root, quick=quick)
     try:
         manifest = read_manifest(root)
+    except UnsafeDatasetError:
+        raise  # a refusal, not a finding: nothing of such a dataset is opened
     except DataError as exc:
         report.problems.append(("manifest", str(exc)))
         return report

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +122,93 @@ def test_convert_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(DataError, match="disk full"):
         store.convert_original(src, dst, workers=1, shard_size=4, progress=False)
     assert not dst.exists()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _shard_digests(root: Path) -> dict[str, str]:
+    return {e["file"]: e["sha256"] for e in store.read_manifest(root)["shards"]}
+
+
+def test_convert_resume_continues_and_keeps_live_temp_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, ref, dst = tmp_path / "orig", tmp_path / "ref", tmp_path / "store"
+    make_original(src, 10)
+    args = ["-j", "1", "--shard-size", "3"]
+    assert _cli(["convert", str(src), str(ref), *args], capsys)[0] == 0
+    assert _cli(["convert", str(src), str(dst), *args], capsys)[0] == 0
+    # the state a killed run leaves: shards 2 and 3 not committed, a dead writer's temp shard
+    m = store.read_manifest(dst)
+    m["shards"] = [e for e in m["shards"] if e["index"] < 2]
+    (dst / "manifest.json").write_text(json.dumps(m))
+    (dst / "shard-00003.h5").unlink()  # shard 2's file stays: renamed but never committed
+    dead = dst / f".shard-00003.h5.tmp-{_dead_pid()}-0a1b2c3d"
+    dead.write_bytes(b"half a shard")
+    live_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = dst / f".shard-00009.h5.tmp-{live_proc.pid}-0a1b2c3d"
+        live.write_bytes(b"a live writer's shard")
+        code, _, err = _cli(["convert", str(src), str(dst), *args], capsys)
+        assert code == 2 and "--resume" in err and "--overwrite" in err
+        code, _, err = _cli(
+            ["convert", str(src), str(dst), *args, "--resume", "--overwrite"], capsys
+        )
+        assert code == 2 and "exclude each other" in err
+        code, _, err = _cli(["convert", str(src), str(dst), *args, "--resume"], capsys)
+        assert code == 0, err
+        assert _shard_digests(dst) == _shard_digests(ref)
+        assert store.verify_dataset(dst).ok
+        assert not dead.exists() and live.exists()
+        # resuming a complete conversion changes nothing
+        before = (dst / "manifest.json").read_bytes()
+        assert _cli(["convert", str(src), str(dst), *args, "--resume"], capsys)[0] == 0
+        assert (dst / "manifest.json").read_bytes() == before
+        # a different plan is refused on resume (not silently replaced)
+        code, _, err = _cli(["convert", str(src), str(dst), "-j", "1", "--resume"], capsys)
+        assert code == 2 and "different" in err and _shard_digests(dst) == _shard_digests(ref)
+        # --overwrite removes everything of the old conversion but the live writer's file
+        dead.write_bytes(b"half a shard")
+        code, _, _ = _cli(["convert", str(src), str(dst), "-j", "1", "--overwrite"], capsys)
+        assert code == 0 and not dead.exists() and live.exists()
+        assert sorted(p.name for p in dst.iterdir() if p.name != live.name) == [
+            ".manifest.lock", "manifest.json", "shard-00000.h5"]  # fmt: skip
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+
+
+def test_convert_overwrite_same_plan_starts_from_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 6)
+    assert _cli(["convert", str(src), str(dst), "-j", "1", "--shard-size", "4"], capsys)[0] == 0
+    stale = dst / f".shard-00001.h5.tmp-{_dead_pid()}-deadbeef"
+    stale.write_bytes(b"x")
+    created = store.read_manifest(dst)["shards"][0]["written"]
+    (dst / "shard-00000.h5").write_bytes(b"damaged")
+    args = ["convert", str(src), str(dst), "-j", "1", "--shard-size", "4", "--overwrite"]
+    assert _cli(args, capsys)[0] == 0
+    assert not stale.exists() and store.verify_dataset(dst).ok
+    assert store.read_manifest(dst)["shards"][0]["written"] >= created
+
+
+def test_convert_killed_while_creating_its_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed before the manifest existed: DST holds only a dead writer's temporary file."""
+    src, dst = tmp_path / "orig", tmp_path / "store"
+    make_original(src, 5)
+    dst.mkdir()
+    stale = dst / f".manifest.json.tmp-{_dead_pid()}-00aa11bb"
+    stale.write_text("{")
+    code, _, err = _cli(["convert", str(src), str(dst), "-j", "1"], capsys)
+    assert code == 2 and "only temporary files" in err and "--resume" in err
+    assert _cli(["convert", str(src), str(dst), "-j", "1", "--resume"], capsys)[0] == 0
+    assert not stale.exists() and store.verify_dataset(dst).ok

@@ -37,3 +37,30 @@ def test_info_names_preset_and_quality_records(tmp_path: Path) -> None:
     assert "preset       3dident\n" in text
     (line,) = [ln for ln in text.splitlines() if ln.startswith("quality ")]
     assert line.startswith("quality      fast (") and "samples=1" in line and "denoise=True" in line
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "not-hdf5", "directory"])
+def test_info_says_when_listed_shards_are_missing_or_unreadable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    root = tmp_path / "ds"
+    _make(root, n=30, shard_size=10)
+    code, out, _ = _cli(["info", str(root)], capsys)
+    assert code == 0 and "(complete)" in out and "BAD" not in out
+    path = root / "shard-00001.h5"
+    if damage == "delete":
+        path.unlink()
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:500])
+    elif damage == "not-hdf5":
+        size = path.stat().st_size
+        path.write_bytes(b"x" * size)
+    else:
+        path.unlink()
+        path.mkdir()
+    code, out, _ = _cli(["info", str(root)], capsys)
+    assert code == 1, out
+    assert "(complete)" not in out and "DAMAGED: 1 of 3 listed shards" in out
+    assert "BAD shard-00001.h5: " in out and "shard-00000.h5" not in out
+    assert out.rstrip().splitlines()[-1].startswith("FAILED: 1 listed shard files")
+    assert store.check_shard_files(root)[0][0] == "shard-00001.h5"

@@ -87,3 +87,61 @@ def test_export_padding_edge_cases(tmp_path: Path, n: int, names: list[str]) -> 
     assert sorted(p.name for p in (back / "images").iterdir()) == sorted(names)
     for i, name in enumerate(names):
         np.testing.assert_array_equal(_read_png(back / "images" / name), images[i])
+
+
+def test_class_names_survive_export_and_convert(tmp_path: Path) -> None:
+    from store_helpers import _make
+
+    root, out, back = tmp_path / "ds", tmp_path / "exp", tmp_path / "back"
+    names = ["teapot", "suzanne", "torus", "pyr"]
+    cls = np.arange(20) % 4
+    images, _, _ = _make(root, n=20, shard_size=8, has_class=True, class_names=names, cls=cls)
+    store.export_original(root, out, workers=1, progress=False)
+    doc = json.loads((out / "class_names.json").read_text())
+    assert doc["class_names"] == names
+    store.convert_original(out, back, workers=1, progress=False)
+    ds = store.open_dataset(back)
+    assert ds.class_names == names
+    # classes are concatenated in class order: the first 5 samples are class 0 (teapot)
+    assert ds.read(0).cls == 0 and ds.class_names[ds.read(19).cls] == "pyr"
+    np.testing.assert_array_equal(ds.read(0).images, images[0])
+    # without the sidecar, Causal3DIdent's names are the fallback
+    (out / "class_names.json").unlink()
+    store.convert_original(out, tmp_path / "fallback", workers=1, progress=False)
+    assert store.open_dataset(tmp_path / "fallback").class_names == list(
+        store.CAUSAL3DIDENT_CLASSES
+    )
+    # a sidecar that names too few classes, or is not a list of names, is refused
+    (out / "class_names.json").write_text(json.dumps({"class_names": ["a", "b"]}))
+    with pytest.raises(DataError, match="has class 2; its classes are 0..1"):
+        store.convert_original(out, tmp_path / "x", workers=1, progress=False)
+    (out / "class_names.json").write_text(json.dumps({"class_names": "abc"}))
+    with pytest.raises(DataError, match="class_names.json must hold"):
+        store.convert_original(out, tmp_path / "y", workers=1, progress=False)
+
+
+def test_export_removes_stale_partial_folders_of_dead_exporters(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from store_helpers import _make
+
+    root, out = tmp_path / "ds", tmp_path / "exp"
+    _make(root, n=6, shard_size=6)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f".exp.partial-{gone.pid}-0123abcd"
+        (stale / "images").mkdir(parents=True)
+        (stale / "images" / "0.png").write_bytes(b"half")
+        busy = tmp_path / f".exp.partial-{live.pid}-0123abcd"
+        busy.mkdir()
+        other = tmp_path / f".other.partial-{gone.pid}-0123abcd"  # another DST's: not ours
+        other.mkdir()
+        store.export_original(root, out, workers=1, progress=False)
+        assert not stale.exists() and busy.exists() and other.exists()
+        assert sorted(p.name for p in out.iterdir()) == ["images", "latents.npy", "raw_latents.npy"]
+    finally:
+        live.kill()
+        live.wait()

@@ -50,7 +50,7 @@ def test_causal3dident_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[s
     back = tmp_path / "back"
     store.export_original(dst, back, workers=1, progress=False)
     assert sorted(p.name for p in back.iterdir()) == [
-        "images_0", "images_2", "images_6", "latents_0.npy", "latents_2.npy", "latents_6.npy",
+        "class_names.json", "images_0", "images_2", "images_6", "latents_0.npy", "latents_2.npy", "latents_6.npy",
         "raw_latents_0.npy", "raw_latents_2.npy", "raw_latents_6.npy",
     ]  # fmt: skip
     assert sorted(p.name for p in (back / "images_2").iterdir())[:2] == ["00.png", "01.png"]
@@ -105,3 +105,12 @@ def test_convert_bad_input(
     assert code == 2, err
     assert err.startswith("error:") and err.count("\n") == 1 and message in err, err
     assert not dst.exists()  # nothing left behind
+
+
+def test_read_class_names_sidecar_and_fallback(tmp_path: Path) -> None:
+    assert store.read_class_names(tmp_path) == list(store.CAUSAL3DIDENT_CLASSES)
+    (tmp_path / "class_names.json").write_text('{"class_names": ["a", "b"]}')
+    assert store.read_class_names(tmp_path) == ["a", "b"]
+    (tmp_path / "class_names.json").write_text("[1")
+    with pytest.raises(store.DataError, match="class_names.json is not readable JSON"):
+        store.read_class_names(tmp_path)

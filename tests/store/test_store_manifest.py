@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
-from store_helpers import H, W, _data, _make
+from store_helpers import H, W, _cli, _data, _make
 
 from ident3d import store
 from ident3d.errors import DataError, UsageError
@@ -95,3 +97,91 @@ def test_rewriting_a_shard_replaces_its_entry(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         ds.mean, np.concatenate([images[:10], other[10:20]]).reshape(-1, 3).mean(0) / 255
     )
+
+
+# ----------------------------------------------------------------------------- untrusted datasets
+
+
+def _rename_shard_entry(root: Path, name: str) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    m["shards"][0]["file"] = name
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/x", "/etc/passwd", "sub/shard-00000.h5", "shard-0.h5", "..", 7]
+)
+def test_manifest_shard_names_must_be_the_formats_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: object
+) -> None:
+    root = tmp_path / "a" / "ds"
+    _make(root, n=20, shard_size=10)
+    (tmp_path / "etc").mkdir()
+    outside = tmp_path / "etc" / "x"  # where ../../etc/x leads
+    outside.write_bytes((root / "shard-00000.h5").read_bytes())  # a valid shard, outside
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    _rename_shard_entry(root, name)  # type: ignore[arg-type]
+    with pytest.raises(store.DataError, match="names shard 0 .*only shard-00000.h5 is allowed"):
+        store.read_manifest(root)
+    with pytest.raises(store.DataError, match="only shard-00000.h5 is allowed"):
+        store.open_dataset(root)
+    for cmd in (["info"], ["verify"], ["verify", "--quick"], ["export"]):
+        argv = [*cmd, str(root)] + ([str(tmp_path / "exported")] if cmd == ["export"] else [])
+        code, out, err = _cli(argv, capsys)
+        assert code == 2, (cmd, out, err)
+        assert err.startswith("error: ") and err.count("\n") == 1 and "is allowed" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+def test_symlinked_shard_leading_out_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, other = tmp_path / "ds", tmp_path / "other"
+    _make(root, n=20, shard_size=10)
+    _make(other, n=20, shard_size=10)
+    (root / "shard-00001.h5").unlink()
+    (root / "shard-00001.h5").symlink_to(other / "shard-00001.h5")
+    ds = store.open_dataset(root)
+    ds.read(0)  # shard 0 is a plain file
+    with pytest.raises(store.DataError, match="symbolic link"):
+        ds.read(15)
+    for cmd in (["info"], ["verify"], ["verify", "--quick"]):
+        code, out, err = _cli([*cmd, str(root)], capsys)
+        assert code == 2 and "shard-00001.h5 is a symbolic link" in err, (cmd, out, err)
+    code, _, err = _cli(["export", str(root), str(tmp_path / "exp")], capsys)
+    assert code == 2 and "symbolic link" in err
+    assert not (tmp_path / "exp").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_object_dtypes_in_a_shard_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    _make(root, n=10, shard_size=10)
+    path = root / "shard-00000.h5"
+    with h5py.File(path, "a") as f:
+        del f["latents"]
+        f.create_dataset("latents", data=np.array([b"x"] * 100, dtype=object).reshape(10, 10),
+                         dtype=h5py.string_dtype())  # fmt: skip
+    ds = store.open_dataset(root)
+    with pytest.raises(store.DataError, match="latents of dtype object, which the format"):
+        ds.read(0)
+
+
+def test_overwrite_with_the_same_plan_starts_from_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``overwrite=True`` used to hand back the old manifest when the plan was the same, so
+    `ident3d render --overwrite` of the same dataset refused ("pass ... --overwrite")."""
+    root = tmp_path / "ds"
+    _make(root)
+    cfg = {"preset": "test", "seed": 1}
+    fresh = store.create_dataset(root, "images", 25, 10, H, W, 10, cfg, overwrite=True)
+    assert fresh["shards"] == [] and not list(root.glob("shard-*.h5"))
+    assert store.read_manifest(root)["shards"] == []
+    out = tmp_path / "render"
+    args = ["render", "--out", str(out), "--n", "2", "--renderer", "mock", "--resolution", "16",
+            "--quiet", "--workers", "1", "--overwrite"]  # fmt: skip
+    assert _cli(args, capsys)[0] == 0
+    code, _, err = _cli(args, capsys)
+    assert code == 0, err
+    assert store.verify_dataset(out).ok

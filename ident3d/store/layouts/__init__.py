@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ident3d.errors import DataError
-from ident3d.store.layouts.causal3dident import scan_causal3dident
+from ident3d.store.layouts.causal3dident import read_class_names, scan_causal3dident
 from ident3d.store.layouts.common import _SourcePart, decode_png
 from ident3d.store.layouts.threedident import is_3dident, scan_3dident
 
@@ -24,4 +24,4 @@ def scan_original_layout(src: Path, split: str | None) -> tuple[str, Path, list[
     return scan_causal3dident(src, split)
 
 
-__all__ = ["decode_png", "scan_original_layout"]
+__all__ = ["decode_png", "read_class_names", "scan_original_layout"]

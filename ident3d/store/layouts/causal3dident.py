@@ -4,6 +4,7 @@ folder itself), each with ``raw_latents_<c>.npy``, optional ``latents_<c>.npy`` 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,32 @@ from ident3d.store.layouts.common import _load_parts, _SourcePart
 
 LAYOUT = "causal3dident"
 _RAW_CLASS_RE = re.compile(r"^raw_latents_(\d+)\.npy$")
+#: The sidecar ``ident3d export`` writes next to the class files: ``{"class_names": [...]}``.
+CLASS_NAMES_FILE = "class_names.json"
+_MAX_CLASSES = 10_000
+
+
+def read_class_names(base: Path) -> list[str]:
+    """The class names of split folder ``base``: from its :data:`CLASS_NAMES_FILE` (written by
+    ``ident3d export``) when present, else Causal3DIdent's own (:data:`CAUSAL3DIDENT_CLASSES`)."""
+    path = base / CLASS_NAMES_FILE
+    if not path.exists():
+        return list(CAUSAL3DIDENT_CLASSES)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not readable JSON: {exc}.") from None
+    names = doc.get("class_names") if isinstance(doc, dict) else None
+    if (
+        not isinstance(names, list)
+        or not 1 <= len(names) <= _MAX_CLASSES
+        or not all(isinstance(x, str) and 0 < len(x) <= 200 for x in names)
+    ):
+        raise DataError(
+            f'{path} must hold {{"class_names": [...]}}, a list of 1 to {_MAX_CLASSES} '
+            f"non-empty names."
+        )
+    return names
 
 
 def _split_dir(src: Path, split: str | None) -> Path:
@@ -48,9 +75,14 @@ def scan_causal3dident(src: Path, split: str | None) -> tuple[str, Path, list[_S
     classes = sorted(int(m.group(1)) for p in base.iterdir() if (m := _RAW_CLASS_RE.match(p.name)))
     if not classes:
         raise DataError(f"{base} holds no raw_latents_<c>.npy files.")
-    bad = [c for c in classes if c >= len(CAUSAL3DIDENT_CLASSES)]
+    names = read_class_names(base)
+    bad = [c for c in classes if c >= len(names)]
     if bad:
-        raise DataError(f"{base} has class {bad[0]}; Causal3DIdent classes are 0..6.")
+        raise DataError(
+            f"{base} has class {bad[0]}; its classes are 0..{len(names) - 1}"
+            + (f" (named in {CLASS_NAMES_FILE})." if (base / CLASS_NAMES_FILE).exists() else
+               " (Causal3DIdent's; a class_names.json names others).")
+        )  # fmt: skip
     names: list[tuple[int | None, str, str, str]] = [
         (c, f"raw_latents_{c}.npy", f"latents_{c}.npy", f"images_{c}") for c in classes
     ]

@@ -140,18 +140,20 @@ class _FolderSource(_Source):
     """An original-layout folder (3DIdent, Causal3DIdent split, or an exported pairs folder)."""
 
     def __init__(self, root: Path) -> None:
-        from ident3d.store import CAUSAL3DIDENT_CLASSES, scan_original_layout
+        from ident3d.store import read_class_names, scan_original_layout
 
         self.root = root
         if (root / "pairs.json").is_file():
             self.layout = "pairs-folder"
             self.kind = "pairs"
             views = [scan_original_layout(root / v, None) for v in ("view0", "view1")]
+            bases = [v[1] for v in views]
             layouts = {v[0] for v in views}
             parts_by_view = [v[2] for v in views]
         else:
             self.kind = "images"
-            layout, _, parts = scan_original_layout(root, None)
+            layout, base, parts = scan_original_layout(root, None)
+            bases = [base]
             self.layout = layout
             layouts = {layout}
             parts_by_view = [parts]
@@ -175,7 +177,8 @@ class _FolderSource(_Source):
         self.raw_dim = raws[0].shape[1]
         self.has_class = "causal3dident" in layouts
         self._classes = cls[0].astype(np.int64) if self.has_class else None
-        self.class_names = list(CAUSAL3DIDENT_CLASSES) if self.has_class else None
+        # the names an ident3d export wrote beside the class files, else Causal3DIdent's own
+        self.class_names = read_class_names(Path(bases[0])) if self.has_class else None
         first = self._decode(self._files[0][0])
         self.height, self.width = first.shape[:2]
         self._stats: tuple[np.ndarray, np.ndarray] | None = None

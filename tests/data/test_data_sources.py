@@ -37,3 +37,23 @@ def test_bad_input(
         D.make_loader(D.ImageDataset(root), 0)
     with pytest.raises(UsageError):
         D.GPUDataset(root, "cpu", mode="pairs")
+
+
+def test_exported_class_names_reach_the_datasets(tmp_path: Path) -> None:
+    # an ident3d export of a multi-class dataset writes class_names.json beside the class
+    # files; loading the exported folder directly keeps those names (not Causal3DIdent's)
+    import sys
+
+    from ident3d import store
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
+    from store_helpers import _make
+
+    root, out = tmp_path / "ds", tmp_path / "exp"
+    names = ["teapot", "suzanne", "torus", "pyr"]
+    _make(root, n=12, shard_size=8, has_class=True, class_names=names, cls=np.arange(12) % 4)
+    store.export_original(root, out, workers=1, progress=False)
+    ds = D.ImageDataset(out)
+    assert ds.class_names == names
+    (out / "class_names.json").unlink()
+    assert D.ImageDataset(out).class_names[:2] == ["Teapot", "Hare"]

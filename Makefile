@@ -2,7 +2,7 @@
 #   make demo   set up .venv, render a small pair dataset, train briefly, evaluate, print scores
 #   make test   set up .venv, lint, then run the default test suite
 # Other targets: test-slow (long tests), lint, format, bench-* (benchmarks: store, data, render,
-# fidelity, modes, train, eval), clean.
+# fidelity, modes, soak, train, eval), clean.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -13,7 +13,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo-output
 
 .PHONY: setup test test-slow test-all lint format demo bench-store bench-data bench-render \
-        bench-fidelity bench-modes bench-train bench-eval clean
+        bench-fidelity bench-modes bench-soak bench-train bench-eval clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,9 @@ bench-fidelity: $(STAMP)
 
 bench-modes: $(STAMP)
 	$(BIN)/python benchmarks/mode_statistics.py
+
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/bench_soak.py
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py

@@ -378,7 +378,16 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped (an orphan under a PID 1 that never reaps)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
 
 
 def stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:

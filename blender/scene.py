@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,7 +162,12 @@ class SceneRenderer:
         self.timings: dict[str, float] = {"apply": 0.0, "render": 0.0, "handoff": 0.0}
         self.frames = 0
         shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        self._tmpdir = tempfile.mkdtemp(prefix="ident3d-frame-", dir=handoff_dir or shm)
+        # Named by PID, so a later worker can remove the folder of one that was killed
+        # (ident3d.render.workers.clean_stale_frame_dirs); removed at close or at exit.
+        self._tmpdir = tempfile.mkdtemp(
+            prefix=f"ident3d-frame-{os.getpid()}-", dir=handoff_dir or shm
+        )
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmpdir, True)
         self._frame_path = str(Path(self._tmpdir) / "frame.bmp")
 
         bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -541,10 +548,8 @@ class SceneRenderer:
         return img
 
     def close(self) -> None:
-        """Remove the hand-off directory."""
-        for name in os.listdir(self._tmpdir):
-            os.unlink(os.path.join(self._tmpdir, name))
-        os.rmdir(self._tmpdir)
+        """Remove the hand-off directory (idempotent; also runs at interpreter exit)."""
+        self._finalizer()
 
     @staticmethod
     def blender_version() -> str:

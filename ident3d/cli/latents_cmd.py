@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def latents(
         sp = make_space(space, dim)
     model = build_latent_model(sp, values)
     pairs = model.conditional is not None
+    _check_size(n, sp.dim, pairs, mapping is not None, out)
     z = model.sample_pairs(n, seed) if pairs else model.sample(n, seed)
     config = {
         "seed": seed,
@@ -102,6 +104,44 @@ def latents(
     _save_npz(out, arrays)
     click.echo(summary(z, pairs, model.to_config(), mapping is not None))
     click.echo(f"wrote {out} ({n} {'pairs' if pairs else 'samples'}, seed {seed})")
+
+
+#: Peak working copies of the sample array while sampling, mapping and saving (measured ~3).
+_WORKING_COPIES = 4
+
+
+def _check_size(n: int, dim: int, pairs: bool, scene: bool, out: Path) -> None:
+    """Refuse an ``--n`` whose arrays cannot fit in memory or on the disk of ``--out``."""
+    views = 2 if pairs else 1
+    file_bytes = n * views * dim * 8 + (n * views * 10 * 8 if scene else 0)
+    need_mem = file_bytes * _WORKING_COPIES
+    avail = _available_memory()
+    if avail is not None and need_mem > avail:
+        raise UsageError(
+            f"--n {n}: sampling needs about {need_mem / 2**30:.3g} GiB of memory and "
+            f"{avail / 2**30:.3g} GiB is available; sample fewer latents."
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    if file_bytes > free:
+        raise UsageError(
+            f"--n {n}: {out} would take about {file_bytes / 2**30:.3g} GiB and {parent} has "
+            f"{free / 2**30:.3g} GiB free; sample fewer latents."
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _save_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:

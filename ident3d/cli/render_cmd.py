@@ -85,6 +85,12 @@ COMPRESSIONS = ("none", "lz4", "gzip")
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
+    "--allow-outside-space",
+    is_flag=True,
+    help="Render --latents rows that lie outside the latent mode's space (recorded in the "
+    "manifest); without it such a file is refused.",
+)
+@click.option(
     "--renderer",
     type=click.Choice(["blender", "mock"]),
     default="blender",
@@ -111,6 +117,7 @@ def render(
     gpu: bool,
     compression: str | None,
     quiet: bool,
+    allow_outside_space: bool,
     renderer: str,
     **kwargs: Any,
 ) -> None:
@@ -120,6 +127,7 @@ def render(
     """
     from ident3d import render as R
     from ident3d import store
+    from ident3d.render.workers import RenderInterrupted
     from ident3d.scenes import load_preset
 
     values = pop_latent_options(kwargs)
@@ -151,6 +159,9 @@ def render(
             pairs = False
         n = len(latents)
         source = {"path": str(latents_file.resolve()), "sha256": store.sha256_file(latents_file)}
+        _check_inside(latents, mapping.default_space(), mode, latents_file, allow_outside_space)
+        if allow_outside_space:
+            source["allow_outside_space"] = True
     else:
         n = 1000 if n is None else n
         model = build_latent_model(mapping.default_space(), values)
@@ -178,19 +189,43 @@ def render(
         f"quality {quality}, mode {mode}, {w} worker(s) x {threads or R.default_threads(w)} "
         f"thread(s){' on GPU' if gpu else ''} -> {out}"
     )
-    summary = R.render_dataset(
-        job,
-        out,
-        workers=w,
-        threads=threads,
-        shard=shard,
-        resume=resume,
-        overwrite=overwrite,
-        compression=compression or store.DEFAULT_COMPRESSION,
-        shard_size=shard_size,
-        progress=not quiet,
-    )
+    try:
+        summary = R.render_dataset(
+            job,
+            out,
+            workers=w,
+            threads=threads,
+            shard=shard,
+            resume=resume,
+            overwrite=overwrite,
+            compression=compression or store.DEFAULT_COMPRESSION,
+            shard_size=shard_size,
+            progress=not quiet,
+        )
+    except RenderInterrupted as exc:
+        exc.args = (f"{exc}; the committed shards of {out} are kept: rerun with --resume.",)
+        raise
     click.echo(summary.line())
+
+
+def _check_inside(latents: Any, space: Any, mode: str, path: Path, allow: bool) -> None:
+    """Refuse ``--latents`` rows outside the mode's space unless ``--allow-outside-space``."""
+    import json
+
+    import numpy as np
+
+    flat = latents.reshape(len(latents), -1, latents.shape[-1])
+    inside = np.ones(len(latents), bool)
+    for v in range(flat.shape[1]):
+        inside &= space.contains(flat[:, v])
+    if inside.all() or allow:
+        return
+    row = int(np.flatnonzero(~inside)[0])
+    raise UsageError(
+        f"{path}: row {row} ({int((~inside).sum())} row(s) in all) lies outside the {mode} "
+        f"mode's space {json.dumps(space.to_config())}; pass --allow-outside-space to render "
+        "it anyway."
+    )
 
 
 @click.command("traverse")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ident3d import store
-from ident3d.errors import UsageError
+from ident3d.errors import DataError, UsageError
 from ident3d.latents import factor_table
 from ident3d.render.job import (
     RENDERERS,
@@ -29,9 +33,18 @@ from ident3d.render.workers import (
     Task,
     WorkerSpec,
     _run,
+    critical,
     default_threads,
 )
 from ident3d.scenes import scene_params
+from ident3d.store.format import _TMP_MARK
+from ident3d.store.writer import remove_stale_temp_files
+
+#: Held (POSIX byte-range locks, one byte per shard) by a render while it writes shards.
+RENDER_LOCK_NAME = ".render.lock"
+#: Optimistic size of a compressed image relative to raw uint8 pixels, for the free-disk check:
+#: a render is refused only if even this would not fit.
+COMPRESSED_FRACTION = {"none": 1.0, "lz4": 0.25, "gzip": 0.2}
 
 
 @dataclass
@@ -130,10 +143,119 @@ class _Writers:
         else:
             self.open[shard] = (w, written)
 
-    def abort(self, exc: BaseException) -> None:
+    def abort(self, exc: BaseException) -> BaseException:
+        """Discard every open shard; return the error to raise (disk full becomes one)."""
+        result = exc
         for w, _ in self.open.values():
-            w.__exit__(type(exc), exc, exc.__traceback__)
+            try:
+                w.__exit__(type(exc), exc, exc.__traceback__)
+            except DataError as err:  # disk full, reworded by the writer
+                result = err
+            except Exception:
+                pass
         self.open.clear()
+        return result
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be absent, empty or an ident3d dataset (never a folder of other files)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory.")
+    if (out / store.MANIFEST_NAME).exists():
+        return
+    ours = {store.LOCK_NAME, RENDER_LOCK_NAME}
+    others = sorted(
+        e.name
+        for e in os.scandir(out)
+        if e.name not in ours and not (e.name.startswith(".") and _TMP_MARK in e.name)
+    )
+    if others:
+        raise UsageError(
+            f"--out {out} holds other files ({others[0]}"
+            + (f" and {len(others) - 1} more" if len(others) > 1 else "")
+            + ") and is not an ident3d dataset; give an empty or new folder."
+        )
+
+
+def check_size(job: RenderJob, out: Path, shard: tuple[int, int] | None, compression: str) -> None:
+    """Refuse a render whose images cannot fit on the disk of ``out`` (before writing)."""
+    num = math.ceil(job.n / job.shard_size)
+    if shard is not None:
+        i, groups = shard
+        size, extra = divmod(num, groups)
+        num = size + (1 if i < extra else 0)
+    samples = min(job.n, num * job.shard_size)
+    per_sample = job.views * job.resolution * job.resolution * 3
+    need = int(samples * per_sample * COMPRESSED_FRACTION.get(compression, 0.2))
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        free = shutil.disk_usage(base).free
+    except OSError:
+        return
+    if need > free:
+        raise UsageError(
+            f"--n {job.n}: {samples} samples need about {_gib(need)} on {base}, "
+            f"which has {_gib(free)} free; render fewer samples or a --shard group."
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n < 2**60 else f"{n / 2**60:.3g} EiB"
+
+
+class RenderLock:
+    """POSIX byte-range locks on ``ROOT/.render.lock``: byte ``k`` for shard ``k`` (or all,
+    for --overwrite). Two renders of disjoint ``--shard`` groups run together; a second render
+    of shards another is writing is refused. Released when the process ends (even on SIGKILL).
+    """
+
+    def __init__(self, root: Path, shards: Sequence[int] | None) -> None:
+        self.path = root / RENDER_LOCK_NAME
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if shards is None:
+                self._lock(0, 0)
+            else:
+                for lo, hi in _runs(shards):
+                    self._lock(lo, hi - lo)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _lock(self, start: int, length: int) -> None:
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+        except OSError:
+            raise UsageError(
+                f"another render is writing shards of {self.path.parent}"
+                + (f" (shard {start})" if length else "")
+                + "; wait for it to end, or render another --shard group."
+            ) from None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def _runs(shards: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Contiguous runs ``[lo, hi)`` of sorted shard indices."""
+    lo = prev = None
+    for k in sorted(shards):
+        if lo is None:
+            lo = prev = k
+        elif k == prev + 1:  # type: ignore[operator]
+            prev = k
+        else:
+            yield lo, prev + 1  # type: ignore[operator]
+            lo = prev = k
+    if lo is not None:
+        yield lo, prev + 1  # type: ignore[operator]
 
 
 def prepare_dataset(
@@ -142,6 +264,11 @@ def prepare_dataset(
     """Create the dataset (or re-open it for ``--resume`` / other shards)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory.")
+    if overwrite and (out / store.MANIFEST_NAME).exists():
+        # create_dataset keeps a dataset of the same plan as it is, shards and all; --overwrite
+        # means start again, so drop its manifest first (its shards go in create_dataset).
+        with store.manifest_lock(out):
+            (out / store.MANIFEST_NAME).unlink(missing_ok=True)
     manifest = store.create_dataset(
         out,
         kind=job.kind,
@@ -196,9 +323,50 @@ def render_dataset(
     job.shard_size = int(shard_size)
     job.resolution = check_resolution(job.resolution)
     job.objects = check_objects(job.objects)
+    check_out_dir(out)
+    check_size(job, out, shard, compression)
     out_existed = out.exists()
+    planned = select_shards(math.ceil(job.n / job.shard_size), shard)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RenderLock(out, None if overwrite else planned)
+    except BaseException:
+        if not out_existed:
+            _remove_if_empty(out, remove_dir=True)
+        raise
+    try:
+        return _render_locked(
+            job, out, out_existed, lock, workers, threads, shard, resume, overwrite,
+            compression, chunk, progress, on_chunk, t0,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _render_locked(
+    job: RenderJob,
+    out: Path,
+    out_existed: bool,
+    lock: RenderLock,
+    workers: int,
+    threads: int | None,
+    shard: tuple[int, int] | None,
+    resume: bool,
+    overwrite: bool,
+    compression: str,
+    chunk: int,
+    progress: bool,
+    on_chunk: Callable[[int, int], None] | None,
+    t0: float,
+) -> RenderSummary:
     created = not (out / store.MANIFEST_NAME).exists()
     manifest = prepare_dataset(job, out, compression, overwrite, resume)
+    stale = remove_stale_temp_files(out)
+    if stale and progress:
+        print(
+            f"removed {len(stale)} temporary file(s) of interrupted writers in {out}",
+            file=sys.stderr,
+        )
     selected = select_shards(manifest["num_shards"], shard)
     committed = {int(s["index"]) for s in manifest["shards"]}
     todo = [k for k in selected if k not in committed]
@@ -223,18 +391,22 @@ def render_dataset(
     stats: dict[int, dict[str, float]] = {}
     samples = 0
     try:
-        for sh, lo, images, st in _run(spec, iter_tasks(job, out, todo, chunk), workers):
-            writers.write(sh, lo, images)
-            samples += images.shape[0]
-            stats[int(st["pid"])] = st
-            if bar is not None:
-                bar.update(images.shape[0] * job.views)
-            if on_chunk is not None:
-                on_chunk(sh, samples)
+        with contextlib.closing(_run(spec, iter_tasks(job, out, todo, chunk), workers)) as results:
+            for sh, lo, images, st in results:
+                with critical():  # a SIGTERM waits for this chunk's write / shard commit
+                    writers.write(sh, lo, images)
+                samples += images.shape[0]
+                stats[int(st["pid"])] = st
+                if bar is not None:
+                    bar.update(images.shape[0] * job.views)
+                if on_chunk is not None:
+                    on_chunk(sh, samples)
     except BaseException as exc:
-        writers.abort(exc)
+        err = writers.abort(exc)
         if created:
             _remove_if_empty(out, remove_dir=not out_existed)
+        if err is not exc:
+            raise err from None
         raise
     finally:
         if bar is not None:
@@ -260,7 +432,7 @@ def _remove_if_empty(root: Path, remove_dir: bool) -> None:
             return
     except store.DataError:
         return
-    for name in (store.MANIFEST_NAME, store.LOCK_NAME):
+    for name in (store.MANIFEST_NAME, store.LOCK_NAME, RENDER_LOCK_NAME):
         (root / name).unlink(missing_ok=True)
     if remove_dir:
         try:

@@ -53,4 +53,7 @@ def select_shards(num_shards: int, shard: tuple[int, int] | None) -> list[int]:
     if shard is None:
         return list(range(num_shards))
     i, n = shard
-    return [int(k) for k in np.array_split(np.arange(num_shards), n)[i]]
+    # The groups of np.array_split(range(num_shards), n), without building that array.
+    size, extra = divmod(num_shards, n)
+    lo = i * size + min(i, extra)
+    return list(range(lo, lo + size + (1 if i < extra else 0)))

@@ -7,9 +7,15 @@ it and everything it reaches stay at module level here.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +87,93 @@ def make_renderer(spec: WorkerSpec) -> Any:
         raise UsageError(str(exc)) from None
 
 
+def _close_renderer() -> None:
+    """Close this process's renderer (removes Blender's hand-off folder); idempotent."""
+    global _RENDERER, _RENDERER_KEY
+    r, _RENDERER, _RENDERER_KEY = _RENDERER, None, None
+    if r is not None:
+        with contextlib.suppress(Exception):
+            r.close()
+
+
+#: Blender hand-off folders are ``ident3d-frame-<pid>-<random>`` (blender/scene.py).
+FRAME_DIR_RE = re.compile(r"^ident3d-frame-(?P<pid>\d+)-")
+SHM = "/dev/shm"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped (an orphan under a PID 1 that never reaps)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
+
+
+def clean_stale_frame_dirs(base: str = SHM, pids: Iterable[int] | None = None) -> list[str]:
+    """Remove hand-off folders ``ident3d-frame-<pid>-*`` in ``base`` whose process is gone
+    (a killed worker). With ``pids``, only those of these processes. Folders of live processes
+    and folders without a PID in their name are left alone. Returns the removed paths."""
+    wanted = None if pids is None else {int(p) for p in pids}
+    removed: list[str] = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        m = FRAME_DIR_RE.match(name)
+        if m is None:
+            continue
+        pid = int(m["pid"])
+        if (wanted is not None and pid not in wanted) or pid == os.getpid() or _pid_alive(pid):
+            continue
+        path = os.path.join(base, name)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return removed
+
+
+def _watch_parent(parent: int, interval: float = 0.2) -> None:
+    """Exit this worker (after removing its hand-off folder) once its parent is gone: a
+    SIGKILLed main process cannot stop its pool, and an orphan would keep a Blender alive."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                r = _RENDERER
+                tmp = getattr(r, "_tmpdir", None)
+                if tmp:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                os._exit(1)
+
+    threading.Thread(target=loop, name="ident3d-parent-watch", daemon=True).start()
+
+
+def _worker_init(parent: int) -> None:
+    """Pool initializer: Ctrl-C is the parent's to handle (it stops the pool); exit with the
+    parent; close the renderer when the worker exits normally; sweep dead workers' folders."""
+    import multiprocessing.util
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(parent)
+    multiprocessing.util.Finalize(None, _close_renderer, exitpriority=100)
+    clean_stale_frame_dirs()
+
+
 def _get_renderer(spec: WorkerSpec) -> Any:
     global _RENDERER, _RENDERER_KEY
     if _RENDERER is None or _RENDERER_KEY != spec:
@@ -148,19 +241,141 @@ def default_workers() -> int:
     return max(1, min(default_threads(1) // 4, MAX_DEFAULT_WORKERS))
 
 
+class RenderInterrupted(UsageError):
+    """SIGTERM (a batch system's time limit) or SIGINT stopped a render. Committed shards are
+    kept; ``--resume`` finishes the dataset. Exit status 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
+
+
+class _Signals:
+    """While active (main thread only), SIGTERM and SIGINT raise :class:`RenderInterrupted`
+    once; inside :meth:`critical` (a shard write or commit) the raise waits for its end."""
+
+    def __init__(self) -> None:
+        self.fired: int | None = None
+        self.depth = 0
+        self.pending = False
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.fired is not None:
+            return
+        self.fired = signum
+        if self.depth:
+            self.pending = True
+            return
+        raise RenderInterrupted(signum)
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self.old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        self.old.clear()
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending and self.fired is not None:
+            self.pending = False
+            raise RenderInterrupted(self.fired)
+
+
+#: The active signal guard of this process (None outside a render).
+SIGNALS: _Signals | None = None
+
+
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """Defer a SIGTERM/SIGINT stop until the block (a shard write/commit) is done."""
+    if SIGNALS is None:
+        yield
+    else:
+        with SIGNALS.critical():
+            yield
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[_Signals]:
+    """Turn SIGTERM/SIGINT into :class:`RenderInterrupted` for the block (main thread)."""
+    global SIGNALS
+    outer = SIGNALS
+    guard = _Signals()
+    with guard:
+        SIGNALS = guard
+        try:
+            yield guard
+        finally:
+            SIGNALS = outer
+
+
+def _kill_pool(pool: ProcessPoolExecutor, pending: Iterable[Future[Any]]) -> None:
+    """Stop a pool now: cancel what waits, terminate (then kill) its processes, remove their
+    hand-off folders. Running chunks are lost (they are re-rendered by ``--resume``)."""
+    for f in pending:
+        f.cancel()
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    deadline = time.monotonic() + 5.0
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(5.0)
+    # A worker killed while sending a result leaves a partial message in the result pipe and
+    # the pool's manager thread blocked reading the rest (shutdown would wait forever). With
+    # the workers dead, closing this process's write end gives that read an EOF.
+    with contextlib.suppress(Exception):
+        pool._result_queue._writer.close()  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(10.0)
+    clean_stale_frame_dirs(pids=[p.pid for p in procs if p.pid])
+
+
 def _run(
     spec: WorkerSpec, tasks: Iterator[Task], workers: int
 ) -> Iterator[tuple[int, int, np.ndarray, dict[str, float]]]:
-    """Render tasks in ``workers`` spawned processes (0: here), yielding results as they come."""
-    if workers == 0:
-        for t in tasks:
-            yield render_task(spec, t)
-        return
+    """Render tasks in ``workers`` spawned processes (0: here), yielding results as they come.
+
+    SIGTERM/SIGINT raise :class:`RenderInterrupted` (in the caller too, between results);
+    any error or an early close stops the workers at once."""
+    with stop_on_signals():
+        if workers == 0:
+            for t in tasks:
+                yield render_task(spec, t)
+            return
+        yield from _run_pool(spec, tasks, workers)
+
+
+def _run_pool(
+    spec: WorkerSpec, tasks: Iterator[Task], workers: int
+) -> Iterator[tuple[int, int, np.ndarray, dict[str, float]]]:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    )
     pending: set[Future[Any]] = set()
+    ok = False
     try:
         exhausted = False
         while True:
@@ -176,7 +391,9 @@ def _run(
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 yield f.result()
+        ok = True
     finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if ok:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            _kill_pool(pool, pending)

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import os
+import re
 import secrets
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,12 +87,13 @@ class ShardWriter:
         self.file_name = shard_file_name(self.index, manifest.get("shard_digits", 5))
         self.path = self.root / self.file_name
         self.tmp_path = self.root / (
-            f".{self.file_name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+            f".{self.file_name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}-{_host_tag()}"
         )
         self._img_shape = _image_shape(kind, self.height, self.width)
         self._raw_shape = _latent_shape(kind, self.raw_dim)
         self._scene_shape = _latent_shape(kind, SCENE_DIM)
         self._file: Any = None
+        self._fd: tuple[int, int, int] | None = None
         self._images: Any = None
         self._closed = False
         self.entry: dict[str, Any] | None = None
@@ -100,6 +104,7 @@ class ShardWriter:
 
         try:
             self._file = h5py.File(self.tmp_path, "w")
+            self._fd = _file_descriptor(self._file)
             self._images = self._file.create_dataset(
                 "images",
                 shape=(self.count, *self._img_shape),
@@ -132,6 +137,13 @@ class ShardWriter:
         return False
 
     def _abort(self) -> None:
+        """Discard the temporary file. HDF5 flushes its caches on close; on a full disk that
+        flush fails, the file stays open inside HDF5 and the library crashes (SIGSEGV) when it
+        retries at interpreter exit. So the file's descriptor is first pointed at an anonymous
+        in-memory file: the doomed flush then succeeds (into memory) and the close is clean."""
+        if self._file is not None and self._fd is not None:
+            _redirect_to_memory(self._fd)
+        self._images = None  # (its release flushes too: only after the redirect)
         if self._file is not None:
             with contextlib.suppress(Exception):
                 self._file.close()
@@ -265,18 +277,21 @@ class ShardWriter:
                 f"shard {self.index} closed with {missing.size} of {self.count} samples unwritten "
                 f"(first local index {int(missing[0])})"
             )
+        keep = []  # (a dataset released on a full disk would flush, fail and warn)
         try:
             f = self._file
-            f.create_dataset("latents_raw", data=self._raw)
-            f.create_dataset("latents", data=self._scene)
+            keep.append(f.create_dataset("latents_raw", data=self._raw))
+            keep.append(f.create_dataset("latents", data=self._scene))
             if self._cls is not None:
-                f.create_dataset("class", data=self._cls)
+                keep.append(f.create_dataset("class", data=self._cls))
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["kind"] = self.kind
             f.attrs["shard_index"] = self.index
             f.attrs["start"] = self.start
             f.attrs["count"] = self.count
+            f.flush()
+            keep.clear()
             f.close()
             self._file = None
             _fsync_path(self.tmp_path)
@@ -306,3 +321,105 @@ class ShardWriter:
         self._closed = True
         self.entry = entry
         return entry
+
+
+def _file_descriptor(h5file: Any) -> tuple[int, int, int] | None:
+    """``(fd, st_dev, st_ino)`` of the OS file under an h5py file (sec2 driver), else None."""
+    try:
+        fd = int(h5file.id.get_vfd_handle())
+        st = os.fstat(fd)
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None
+    return fd, st.st_dev, st.st_ino
+
+
+def _redirect_to_memory(handle: tuple[int, int, int]) -> None:
+    """Point the OS file descriptor under an open h5py file at a fresh ``memfd`` (Linux), so
+    whatever HDF5 still writes before closing lands in memory, not on a (full) disk. Nothing
+    happens unless the descriptor still refers to that file (it may have been closed)."""
+    fd, dev, ino = handle
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            return
+        mem = os.memfd_create("ident3d-abort")
+    except (AttributeError, OSError):  # closed / not Linux
+        return
+    try:
+        os.dup2(mem, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(mem)
+
+
+# ------------------------------------------------------------------ stale temporary files
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this host in temporary file names (PIDs only mean something on the
+    host that made them: a dataset on a shared file system has writers on several machines)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+_TMP_RE = re.compile(
+    r"^\.(?P<target>.+?)"
+    + re.escape(_TMP_MARK)
+    + r"(?P<pid>\d+)-[0-9a-f]+(?:-(?P<host>[0-9a-f]{8}))?$"
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped (an orphan under a PID 1 that never reaps)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
+
+
+def stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files in ``root`` (shard and manifest writes, ``.NAME.tmp-PID-...``) whose
+    writer is gone: made on this host by a process that no longer exists. Files of live
+    processes, and of other hosts (whose PIDs cannot be checked from here), are not listed;
+    names without a host tag (older ident3d) count as this host's."""
+    root = Path(root)
+    here = _host_tag()
+    found: list[Path] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if m is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if m["host"] is not None and m["host"] != here:
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        found.append(Path(entry.path))
+    return found
+
+
+def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete :func:`stale_temp_files` of ``root``; return what was removed."""
+    removed = []
+    for path in stale_temp_files(root):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed

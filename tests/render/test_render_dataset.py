@@ -90,9 +90,8 @@ def test_a_run_failing_before_any_shard_leaves_nothing(tmp_path: Path) -> None:
             _job(n=8), tmp_path / "new", workers=0, chunk=2, progress=False, on_chunk=fail
         )
     assert not (tmp_path / "new").exists()
-    keep = tmp_path / "keep"
+    keep = tmp_path / "keep"  # an existing, empty --out stays, empty
     keep.mkdir()
-    (keep / "notes.txt").write_text("mine")
     with pytest.raises(RuntimeError):
         R.render_dataset(_job(n=8), keep, workers=0, chunk=2, progress=False, on_chunk=fail)
-    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+    assert keep.is_dir() and not list(keep.iterdir())

@@ -359,7 +359,6 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     return done.returncode == 0
 
 
-@pytest.mark.xfail(reason="needs the ShardWriter ENOSPC fix in writer.py", strict=False)
 def test_convert_on_a_full_tmpfs(tmp_path: Path) -> None:
     """A real full file system (a 512 KiB tmpfs; needs root): one error line, exit 2, nothing
     left. Measured before the writer fix: the error line is printed and DST removed, then the

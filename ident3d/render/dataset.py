@@ -37,8 +37,7 @@ from ident3d.render.workers import (
     default_threads,
 )
 from ident3d.scenes import scene_params
-from ident3d.store.format import _TMP_MARK
-from ident3d.store.writer import remove_stale_temp_files
+from ident3d.store.format import _TMP_MARK, remove_stale_temp_files
 
 #: Held (POSIX byte-range locks, one byte per shard) by a render while it writes shards.
 RENDER_LOCK_NAME = ".render.lock"

@@ -24,6 +24,7 @@ import numpy as np
 
 from ident3d.errors import UsageError
 from ident3d.render.mock import MockRenderer
+from ident3d.store.format import pid_alive
 
 #: Samples per work item sent to a worker (small: smooth progress, little lost on a kill).
 DEFAULT_CHUNK = 4
@@ -101,27 +102,6 @@ FRAME_DIR_RE = re.compile(r"^ident3d-frame-(?P<pid>\d+)-")
 SHM = "/dev/shm"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A process that exited but was not reaped (an orphan under a PID 1 that never reaps)."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
-
-
 def clean_stale_frame_dirs(base: str = SHM, pids: Iterable[int] | None = None) -> list[str]:
     """Remove hand-off folders ``ident3d-frame-<pid>-*`` in ``base`` whose process is gone
     (a killed worker). With ``pids``, only those of these processes. Folders of live processes
@@ -137,7 +117,7 @@ def clean_stale_frame_dirs(base: str = SHM, pids: Iterable[int] | None = None) -
         if m is None:
             continue
         pid = int(m["pid"])
-        if (wanted is not None and pid not in wanted) or pid == os.getpid() or _pid_alive(pid):
+        if (wanted is not None and pid not in wanted) or pid_alive(pid):
             continue
         path = os.path.join(base, name)
         shutil.rmtree(path, ignore_errors=True)

@@ -16,14 +16,14 @@ import numpy as np
 
 from ident3d.errors import DataError, UsageError
 from ident3d.store.format import (
-    _TMP_PID_RE,
+    _TMP_RE,
     DEFAULT_COMPRESSION,
     DEFAULT_SHARD_SIZE,
     LOCK_NAME,
     MANIFEST_NAME,
     _compression_kwargs,
     _is_enospc,
-    _remove_stale_tmp_files,
+    remove_stale_temp_files,
     shard_range,
 )
 from ident3d.store.layouts import scan_original_layout
@@ -115,7 +115,7 @@ def _prepare_dst(dst: Path, overwrite: bool, resume: bool) -> bool:
                 f"conversion or --overwrite to replace it."
             )
         if others and not has_manifest and not overwrite:
-            store_only = all(_TMP_PID_RE.match(name) for name in others)
+            store_only = all(_TMP_RE.match(name) for name in others)
             if store_only and not resume:
                 raise UsageError(
                     f"{dst} holds only temporary files of an interrupted conversion; pass "
@@ -127,7 +127,7 @@ def _prepare_dst(dst: Path, overwrite: bool, resume: bool) -> bool:
             if overwrite:
                 _remove_store_files(dst)
             else:
-                _remove_stale_tmp_files(dst)
+                remove_stale_temp_files(dst)
         return False
     return True
 

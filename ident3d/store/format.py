@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +167,26 @@ def _latent_shape(kind: str, dim: int) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------- stale files
-# Temporary files and folders carry the pid of the process that made them:
-# ``.shard-00007.h5.tmp-<pid>-<hex>``, ``.manifest.json.tmp-<pid>-<hex>`` (writer.py,
-# manifest.py) and ``.DST.partial-<pid>-<hex>`` (export.py).
-_TMP_PID_RE = re.compile(r"^\.(shard-\d+\.h5|manifest\.json)\.tmp-(\d+)-[0-9a-f]+$")
+# Temporary files and folders carry the pid of the process that made them (and, for files, a
+# tag of its host): ``.shard-00007.h5.tmp-<pid>-<hex>-<host>``,
+# ``.manifest.json.tmp-<pid>-<hex>[-<host>]`` (writer.py, manifest.py) and
+# ``.DST.partial-<pid>-<hex>`` (export.py). Older ident3d wrote no host tag.
+_TMP_RE = re.compile(
+    r"^\.(?P<target>.+?)"
+    + re.escape(_TMP_MARK)
+    + r"(?P<pid>\d+)-[0-9a-f]+(?:-(?P<host>[0-9a-f]{8}))?$"
+)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (a zombie counts as gone)."""
+def _host_tag() -> str:
+    """8 hex digits naming this host in temporary file names (PIDs only mean something on the
+    host that made them: a dataset on a shared file system has writers on several machines)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (this process counts as alive; a zombie,
+    exited but not reaped, counts as gone)."""
     if pid <= 0:
         return False
     if pid == os.getpid():
@@ -186,26 +199,42 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:  # a killed child its parent has not reaped yet is no writer any more
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+            return fh.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
     except OSError:
         return True
 
 
-def _stale_tmp_files(root: Path) -> list[Path]:
-    """Temporary shard and manifest files in ``root`` whose writer process is gone."""
-    out = []
-    with os.scandir(root) as it:
-        for entry in it:
-            m = _TMP_PID_RE.match(entry.name)
-            if m and not _pid_alive(int(m.group(2))):
-                out.append(Path(entry.path))
-    return sorted(out)
+_pid_alive = pid_alive  # the name export.py and older code use
 
 
-def _remove_stale_tmp_files(root: Path) -> list[Path]:
-    """Delete :func:`_stale_tmp_files` (never a live writer's); return what was removed."""
+def stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files in ``root`` (shard and manifest writes, ``.NAME.tmp-PID-...``) whose
+    writer is gone: made on this host by a process that no longer exists. Files of live
+    processes, and of other hosts (whose PIDs cannot be checked from here), are not listed;
+    names without a host tag (older ident3d) count as this host's."""
+    root = Path(root)
+    here = _host_tag()
+    found: list[Path] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if m is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if m["host"] is not None and m["host"] != here:
+            continue
+        if pid_alive(int(m["pid"])):
+            continue
+        found.append(Path(entry.path))
+    return found
+
+
+def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete :func:`stale_temp_files` of ``root`` (never a live writer's); return them."""
     removed = []
-    for path in _stale_tmp_files(root):
+    for path in stale_temp_files(root):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(path)

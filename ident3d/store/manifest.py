@@ -34,8 +34,8 @@ from ident3d.store.format import (
     _is_enospc,
     _json_default,
     _normalise_json,
-    _remove_stale_tmp_files,
     _versions,
+    remove_stale_temp_files,
     shard_digits,
     shard_range,
 )
@@ -130,7 +130,7 @@ def _remove_store_files(root: Path) -> None:
         if _SHARD_RE.match(name) or name == MANIFEST_NAME:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
-    _remove_stale_tmp_files(root)
+    remove_stale_temp_files(root)
 
 
 def create_dataset(

@@ -29,6 +29,7 @@ from ident3d.store.format import (
     sha256_file,
     shard_file_name,
     shard_range,
+    stale_temp_files,
 )
 from ident3d.store.manifest import read_manifest
 
@@ -254,13 +255,19 @@ def verify_dataset(root: str | os.PathLike[str], quick: bool = False) -> VerifyR
             report.problems.append((where, what))
     report.missing = [k for k in range(num) if k not in listed]
     listed_files = {e.get("file") for e in listed.values()}
+    stale = {p.name for p in stale_temp_files(root)}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if _SHARD_RE.match(entry.name) and entry.name not in listed_files:
             report.warnings.append(
                 f"{entry.name} is not in the manifest (an unfinished commit); it does not count"
             )
+        elif entry.name in stale:
+            report.warnings.append(
+                f"{entry.name} is a temporary file of a writer that is gone (an interrupted "
+                f"write); render --resume or convert --resume removes it"
+            )
         elif entry.name.startswith(".") and _TMP_MARK in entry.name:
             report.warnings.append(
-                f"{entry.name} is a temporary file from an interrupted write (or one in progress)"
+                f"{entry.name} is a temporary file of a write in progress (or of another host)"
             )
     return report

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import os
-import re
 import secrets
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from ident3d.store.format import (
     SCENE_DIM,
     _compression_kwargs,
     _fsync_path,
+    _host_tag,
     _image_shape,
     _is_enospc,
     _latent_shape,
@@ -354,72 +352,3 @@ def _redirect_to_memory(handle: tuple[int, int, int]) -> None:
 
 
 # ------------------------------------------------------------------ stale temporary files
-
-
-def _host_tag() -> str:
-    """8 hex digits naming this host in temporary file names (PIDs only mean something on the
-    host that made them: a dataset on a shared file system has writers on several machines)."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-_TMP_RE = re.compile(
-    r"^\.(?P<target>.+?)"
-    + re.escape(_TMP_MARK)
-    + r"(?P<pid>\d+)-[0-9a-f]+(?:-(?P<host>[0-9a-f]{8}))?$"
-)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A process that exited but was not reaped (an orphan under a PID 1 that never reaps)."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
-
-
-def stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Temporary files in ``root`` (shard and manifest writes, ``.NAME.tmp-PID-...``) whose
-    writer is gone: made on this host by a process that no longer exists. Files of live
-    processes, and of other hosts (whose PIDs cannot be checked from here), are not listed;
-    names without a host tag (older ident3d) count as this host's."""
-    root = Path(root)
-    here = _host_tag()
-    found: list[Path] = []
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        m = _TMP_RE.match(entry.name)
-        if m is None or not entry.is_file(follow_symlinks=False):
-            continue
-        if m["host"] is not None and m["host"] != here:
-            continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        found.append(Path(entry.path))
-    return found
-
-
-def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Delete :func:`stale_temp_files` of ``root``; return what was removed."""
-    removed = []
-    for path in stale_temp_files(root):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(path)
-    return removed

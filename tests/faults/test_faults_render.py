@@ -26,7 +26,7 @@ import pytest
 from ident3d import store
 from ident3d.cli import main
 from ident3d.render.workers import clean_stale_frame_dirs
-from ident3d.store.writer import _host_tag, remove_stale_temp_files, stale_temp_files
+from ident3d.store.format import _host_tag, remove_stale_temp_files, stale_temp_files
 
 N, SHARD = 1200, 100
 ARGS = ["--renderer", "mock", "--n", str(N), "--shard-size", str(SHARD), "--resolution", "32",
@@ -280,7 +280,8 @@ def test_resume_removes_the_temp_files_of_dead_writers_only(
         dead_tmp.write_bytes(b"half a shard")
         live_tmp.write_bytes(b"being written")
         warnings = store.verify_dataset(out).warnings  # verify reports them
-        assert any(dead_tmp.name in w for w in warnings)
+        assert any(dead_tmp.name in w and "writer that is gone" in w for w in warnings)
+        assert any(live_tmp.name in w and "in progress" in w for w in warnings)
         r = _run(out, "--resume")
         assert r.returncode == 0, r.stderr
         assert not dead_tmp.exists()

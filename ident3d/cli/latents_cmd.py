@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 from ident3d.cli.options import build_latent_model, latent_model_options, pop_latent_options
 from ident3d.errors import UsageError
 from ident3d.latents import FACTOR_NAMES, make_space
+from ident3d.resources import available_memory, free_disk
 from ident3d.scenes import load_preset
 
 
@@ -115,33 +115,21 @@ def _check_size(n: int, dim: int, pairs: bool, scene: bool, out: Path) -> None:
     views = 2 if pairs else 1
     file_bytes = n * views * dim * 8 + (n * views * 10 * 8 if scene else 0)
     need_mem = file_bytes * _WORKING_COPIES
-    avail = _available_memory()
+    avail = available_memory()
     if avail is not None and need_mem > avail:
         raise UsageError(
             f"--n {n}: sampling needs about {need_mem / 2**30:.3g} GiB of memory and "
             f"{avail / 2**30:.3g} GiB is available; sample fewer latents."
         )
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        free = shutil.disk_usage(parent).free
-    except OSError:
+    disk = free_disk(out.parent)
+    if disk is None:
         return
+    parent, free = disk
     if file_bytes > free:
         raise UsageError(
             f"--n {n}: {out} would take about {file_bytes / 2**30:.3g} GiB and {parent} has "
             f"{free / 2**30:.3g} GiB free; sample fewer latents."
         )
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _save_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from ident3d.render.workers import (
     critical,
     default_threads,
 )
+from ident3d.resources import free_disk
 from ident3d.scenes import scene_params
 from ident3d.store.format import _TMP_MARK, remove_stale_temp_files
 
@@ -188,13 +188,10 @@ def check_size(job: RenderJob, out: Path, shard: tuple[int, int] | None, compres
     samples = min(job.n, num * job.shard_size)
     per_sample = job.views * job.resolution * job.resolution * 3
     need = int(samples * per_sample * COMPRESSED_FRACTION.get(compression, 0.2))
-    base = out
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    try:
-        free = shutil.disk_usage(base).free
-    except OSError:
+    disk = free_disk(out)
+    if disk is None:
         return
+    base, free = disk
     if need > free:
         raise UsageError(
             f"--n {job.n}: {samples} samples need about {_gib(need)} on {base}, "

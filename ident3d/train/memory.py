@@ -5,12 +5,12 @@ is one line and exit status 2 rather than a traceback and a half-made run direct
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any
 
 import torch
 
 from ident3d.errors import UsageError
+from ident3d.resources import available_memory
 
 _GIB = 2**30
 #: Copies of the 2B x 2B similarity matrix alive in one step (logits, their softmax in the
@@ -30,17 +30,7 @@ def available_bytes(device: torch.device) -> int | None:
             return int(torch.cuda.mem_get_info(device)[0])
         except (RuntimeError, AssertionError):
             return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    return available_memory()
 
 
 def step_bytes(cfg: dict[str, Any], world: int = 1) -> dict[str, int]:

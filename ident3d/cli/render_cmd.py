@@ -184,6 +184,10 @@ def render(
     )
     w = workers if workers is not None else R.default_workers()
     views = 2 if pairs else 1
+    # the cheap refusals first, so bad input prints its one error line and no plan
+    job.shard_size = int(shard_size) if shard_size >= 1 else job.shard_size
+    R.check_out_dir(Path(out))
+    R.check_size(job, Path(out), shard, compression or store.DEFAULT_COMPRESSION)
     click.echo(
         f"rendering {n} {'pairs' if pairs else 'images'} ({n * views} images) at {resolution} px, "
         f"quality {quality}, mode {mode}, {w} worker(s) x {threads or R.default_threads(w)} "

@@ -35,6 +35,8 @@ its inputs), :mod:`~ident3d.render.mock` (:class:`MockRenderer`),
 
 from ident3d.render.dataset import (
     RenderSummary,
+    check_out_dir,
+    check_size,
     iter_tasks,
     prepare_dataset,
     render_dataset,
@@ -82,7 +84,9 @@ __all__ = [
     "WorkerSpec",
     "blender_version",
     "check_objects",
+    "check_out_dir",
     "check_resolution",
+    "check_size",
     "default_threads",
     "default_workers",
     "frame_seed",

@@ -440,9 +440,12 @@ def _kill_and_resume(out: Path, reference: Path, after: int, delay: float) -> No
 def _nothing_half_written_looks_complete(out: Path) -> None:
     """Right after a kill: every file with a shard's name is a committed, intact shard (a
     shard being written lives under a temporary name until it is complete and renamed)."""
+    on_disk = {p.name for p in out.glob("shard-*.h5")} if out.exists() else set()
+    if not (out / "manifest.json").exists():  # killed before the dataset was created
+        assert not on_disk, f"shard files without a manifest: {on_disk}"
+        return
     manifest = json.loads((out / "manifest.json").read_text())
     committed = {s["file"] for s in manifest["shards"]}
-    on_disk = {p.name for p in out.glob("shard-*.h5")}
     assert on_disk == committed, f"uncommitted files with shard names: {on_disk - committed}"
     assert not store.verify_dataset(out).problems
 

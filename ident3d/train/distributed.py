@@ -114,3 +114,16 @@ def global_batch_loss(
     total = share.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return share * world, total
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average the gradients of ``params`` over the ranks in place, as DDP does for the
+    parameters it wraps (for the loss's own parameters, which it does not)."""
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)

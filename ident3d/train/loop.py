@@ -17,7 +17,7 @@ import torch
 
 from ident3d.losses import EnsembleLoss
 from ident3d.train.device import pick_device
-from ident3d.train.distributed import global_batch_loss
+from ident3d.train.distributed import average_gradients, global_batch_loss
 from ident3d.train.memory import check_sizes
 from ident3d.train.metrics_log import _MetricsLog, _StepLog
 from ident3d.train.rundir import _open_run_dir, _save_checkpoint, _write_config, write_error
@@ -187,13 +187,7 @@ def _train_step(t: _Trainer, total: int) -> torch.Tensor:
     if t.lam_opt is not None:
         t.lam_opt.zero_grad(set_to_none=True)
     to_backward.backward()
-    if t.dist.world > 1 and t.loss_params:
-        import torch.distributed as dist
-
-        for p in t.loss_params:  # not wrapped by DDP: the same average by hand
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad.div_(t.dist.world)
+    average_gradients(t.loss_params, t.dist.world)  # not wrapped by DDP: the same average
     t.opt.step()
     if t.lam_opt is not None:
         t.lam_opt.step()

@@ -127,3 +127,17 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world)
+
+
+def sync_batchnorm(encoder: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
+    """The encoder whose batch-norm layers normalise with the statistics of the global batch
+    (``torch.nn.SyncBatchNorm``), as one process on the whole batch does, when it runs on
+    several CUDA ranks; otherwise ``encoder`` itself. The parameters stay the same objects (an
+    optimiser built on them keeps working) and so do the state-dict keys (checkpoints load
+    into the plain encoder). PyTorch's SyncBatchNorm runs on CUDA only: on CPU ranks (gloo)
+    batch-norm layers keep per-rank statistics."""
+    if world <= 1 or device.type != "cuda":
+        return encoder
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
+        return encoder
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)

@@ -14,7 +14,7 @@ from torch import nn
 from ident3d.losses import ContrastiveLoss, build_loss
 from ident3d.models import build_encoder
 from ident3d.train.device import _Dist, _init_distributed, _use_amp
-from ident3d.train.distributed import check_split
+from ident3d.train.distributed import check_split, sync_batchnorm
 from ident3d.train.sources import _make_source, _stream_seed
 
 
@@ -106,8 +106,10 @@ def _restore(t: _Trainer, ckpt: dict[str, Any] | None, resume: bool, out: Path) 
 
 
 def _wrap(t: _Trainer) -> None:
-    """The forward pass: DistributedDataParallel across processes, ``torch.compile`` when the
-    config asks for it; and whether it runs under bfloat16 autocast."""
+    """The forward pass: DistributedDataParallel across processes (batch norm over the global
+    batch on CUDA ranks), ``torch.compile`` when the config asks for it; and whether it runs
+    under bfloat16 autocast."""
+    t.encoder = sync_batchnorm(t.encoder, t.device, t.dist.world)
     model: nn.Module = t.encoder
     if t.dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel

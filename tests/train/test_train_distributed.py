@@ -26,6 +26,7 @@ from ident3d.train.distributed import (
     check_split,
     global_batch_loss,
     rank_rows,
+    sync_batchnorm,
 )
 from ident3d.train.sources import _StepBatches
 
@@ -160,6 +161,25 @@ def test_step_batches_of_the_ranks_concatenate_to_the_one_process_batch(with_epo
         for step in range(20):
             joined = [i for s in ranks for i in s.indices(step)]
             assert joined == one.indices(step), (world, step)
+
+
+def test_batch_norm_is_synchronised_on_cuda_ranks_only():
+    """On several CUDA ranks batch norm uses the global batch's statistics (SyncBatchNorm, as
+    one process on the whole batch); the parameters, so the optimiser, and the state-dict keys
+    stay. One process, or CPU ranks (PyTorch's SyncBatchNorm is CUDA-only): unchanged."""
+    enc = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten()
+    )
+    keys = list(enc.state_dict())
+    params = list(enc.parameters())
+    assert sync_batchnorm(enc, torch.device("cpu"), 2) is enc
+    assert sync_batchnorm(enc, torch.device("cuda", 0), 1) is enc
+    synced = sync_batchnorm(enc, torch.device("cuda", 0), 2)
+    assert isinstance(synced[1], torch.nn.SyncBatchNorm)
+    assert all(a is b for a, b in zip(synced.parameters(), params, strict=True))
+    assert list(synced.state_dict()) == keys
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    assert sync_batchnorm(mlp, torch.device("cuda", 0), 2) is mlp
 
 
 def _cfg(steps: int, loss: str = "aninfonce", batch: int = 32) -> dict:

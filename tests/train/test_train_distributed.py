@@ -297,3 +297,24 @@ def test_two_rank_run_resumes_on_one_process_and_three_ranks_match(tmp_path):
     _torchrun(3, ["-m", "ident3d", "--", "train", "--config", str(cfg6), "--no-progress",
                   "--out", str(three)], tmp_path)  # fmt: skip
     _same_run(full, three)
+
+
+@pytest.mark.slow
+def test_torchrun_batch_smaller_than_the_ranks_is_one_line_per_rank(tmp_path):
+    """Every rank refuses a global batch that leaves a rank without a pair, with the one
+    line and exit status 2 (torchrun then reports the failed workers), and nothing is
+    written."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3",
+         "-m", "ident3d", "--", "train", "--data", "synthetic", "--n", "3", "--hidden", "16,16",
+         "--batch-size", "2", "--steps", "2", "--threads", "1", "--device", "cpu",
+         "--no-progress", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode != 0
+    line = "error: --batch-size 2 is smaller than the number of processes (3)"
+    assert (r.stdout + r.stderr).count(line) == 3
+    assert "exitcode: 2" in r.stderr
+    assert not out.exists()

@@ -526,7 +526,7 @@ def test_views_render_their_own_material() -> None:
             0.44721,
         ]
         assert all(n.distribution == "GGX" for n in aniso)
-        mix = [n for n in metal if n.bl_idname == "ShaderNodeMixShader"][0]
+        mix = next(n for n in metal if n.bl_idname == "ShaderNodeMixShader")
         assert mix.inputs[0].default_value == pytest.approx(0.6)
         rubber = {n.bl_idname for n in r.object_materials[1].node_tree.nodes}
         assert "ShaderNodeBsdfSheen" in rubber

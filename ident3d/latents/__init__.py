@@ -52,7 +52,14 @@ from ident3d.latents.marginals import Laplace, Normal, Uniform, marginal_from_co
 from ident3d.latents.model import BLOCK_SIZE, LatentModel, block_rng, latent_model_from_options
 from ident3d.latents.modes import HUE_MODES, LatentMapping, hsv_to_rgb, sphere_angles
 from ident3d.latents.pairs import Block, PairStructure, dims_structure, parse_blocks
-from ident3d.latents.scm import CLASS_FACTOR, SCM, load_scm_file, scm_from_dict, truncated_normal
+from ident3d.latents.scm import (
+    CLASS_FACTOR,
+    SCM,
+    load_scm_file,
+    scm_from_dict,
+    truncated_normal,
+    truncated_normal_mean,
+)
 from ident3d.latents.spaces import (
     Box,
     Product,
@@ -118,4 +125,5 @@ __all__ = [
     "space_from_config",
     "sphere_angles",
     "truncated_normal",
+    "truncated_normal_mean",
 ]

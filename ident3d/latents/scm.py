@@ -37,10 +37,10 @@ from ident3d.latents.factors import FACTOR_NAMES
 CLASS_FACTOR = "object_class"
 LAWS = ("uniform", "constant", "grid", "categorical", "normal", "table")
 _KEYS: dict[str, tuple[str, ...]] = {
-    "uniform": ("law", "low", "high"),
-    "constant": ("law", "value"),
-    "grid": ("law", "values", "probs"),
-    "categorical": ("law", "probs"),
+    "uniform": ("law", "parents", "low", "high"),
+    "constant": ("law", "parents", "value"),
+    "grid": ("law", "parents", "values", "probs"),
+    "categorical": ("law", "parents", "probs"),
     "normal": ("law", "parents", "weights", "bias", "scale", "low", "high"),
     "table": ("law", "parents", "mean", "scale", "low", "high"),
 }
@@ -66,6 +66,22 @@ def truncated_normal(
     x = np.where(flip, -x, x)
     out = mean + scale * x
     return np.clip(out, low, high)  # only rounding can leave the interval
+
+
+def truncated_normal_mean(
+    mean: np.ndarray, scale: np.ndarray | float, low: float, high: float
+) -> np.ndarray:
+    """``E[X]`` of ``N(mean, scale^2)`` truncated to ``[low, high]``:
+    ``mean + scale * (phi(a) - phi(b)) / (Phi(b) - Phi(a))`` (computed on the mirrored side
+    when the interval lies right of the mean, as :func:`truncated_normal` samples it)."""
+    mean = np.asarray(mean, np.float64)
+    scale = np.broadcast_to(np.asarray(scale, np.float64), mean.shape)
+    a, b = (low - mean) / scale, (high - mean) / scale
+    flip = a > 0
+    a2, b2 = np.where(flip, -b, a), np.where(flip, -a, b)
+    phi = lambda x: np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi)  # noqa: E731
+    shift = (phi(a2) - phi(b2)) / (ndtr(b2) - ndtr(a2))
+    return mean + scale * np.where(flip, -shift, shift)
 
 
 @dataclass(frozen=True)

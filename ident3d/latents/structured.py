@@ -209,11 +209,11 @@ def build_structured_model(
     src = source
     if scm_file is not None:
         data, src = load_scm_file(scm_file)
-        if not isinstance(data.get("factors"), dict):
-            raise UsageError(f"{src}: no [factors.<name>] table")
         for key in data:
             if key != "factors":
                 raise UsageError(f"{src}: unknown key {key!r} (an SCM file holds [factors.*])")
+        if not isinstance(data.get("factors"), dict):
+            raise UsageError(f"{src}: no [factors.<name>] table")
         factors.update(data["factors"])
         if preset_data.get("scm"):
             src = f"{source} + {src}"

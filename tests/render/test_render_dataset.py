@@ -182,5 +182,5 @@ def test_causal3dident_classes_are_a_latent_and_load_with_labels(
     s = _read_all(out)
     assert np.array_equal(s.cls, want) and len(set(want.tolist())) == 3
     ds = ImageDataset(out)
-    x, z, c = ds[4]
+    x, _z, c = ds[4]
     assert c == int(want[4]) and tuple(x.shape) == (3, 16, 16)

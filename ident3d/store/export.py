@@ -115,7 +115,8 @@ def export_original(
     if layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
     if layout == "auto":
-        preset = ((ds.manifest.get("config") or {}).get("preset") or {}).get("name")
+        preset = (ds.manifest.get("config") or {}).get("preset")
+        preset = preset.get("name") if isinstance(preset, dict) else preset
         layout = "3didentbox" if ds.kind == "pairs" and preset == "3didentbox" else "3dident"
     box = layout == "3didentbox"
     if box and ds.kind != "pairs":

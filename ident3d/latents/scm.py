@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from ident3d.errors import UsageError
 from ident3d.latents.factors import FACTOR_NAMES
@@ -53,6 +52,8 @@ def truncated_normal(
     """Draws of ``N(mean, scale^2)`` truncated to ``[low, high]`` (exact, by the inverse CDF;
     computed on the side of the mean where the CDF is not close to 1, so means far outside the
     interval stay accurate). One uniform draw per element."""
+    from scipy.special import ndtr, ndtri  # imported here: ident3d.latents stays light
+
     mean = np.asarray(mean, np.float64)
     scale = np.broadcast_to(np.asarray(scale, np.float64), mean.shape)
     a = (low - mean) / scale
@@ -74,6 +75,8 @@ def truncated_normal_mean(
     """``E[X]`` of ``N(mean, scale^2)`` truncated to ``[low, high]``:
     ``mean + scale * (phi(a) - phi(b)) / (Phi(b) - Phi(a))`` (computed on the mirrored side
     when the interval lies right of the mean, as :func:`truncated_normal` samples it)."""
+    from scipy.special import ndtr
+
     mean = np.asarray(mean, np.float64)
     scale = np.broadcast_to(np.asarray(scale, np.float64), mean.shape)
     a, b = (low - mean) / scale, (high - mean) / scale

@@ -174,6 +174,9 @@ def test_causal3dident_classes_are_a_latent_and_load_with_labels(
     assert m["class_names"] == ["teapot", "cube", "cone"]
     assert m["factor_table"][-1]["classes"] == ["teapot", "cube", "cone"]
     assert m["scm"]["factors"]["object_class"]["law"] == "categorical"
+    from ident3d.eval.encode import factor_names
+
+    assert factor_names(10, m["factor_table"])[:2] == ["pos_x", "pos_y"]  # class row skipped
     p = load_preset("causal3dident")
     opts = {"conditional": "normal", "sigma": 0.1, "dims": None, "marginal": "uniform"}
     model = build_structured_model(p.data, p.path, kind="box", values=opts, n_classes=3)

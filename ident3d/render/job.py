@@ -19,6 +19,7 @@ from ident3d.latents import (
     LatentModel,
     StructuredModel,
     annotate_factor_table,
+    dims_structure,
     factor_table,
 )
 from ident3d.render.seeds import frame_seed, sample_classes
@@ -124,8 +125,16 @@ class RenderJob:
         return annotate_factor_table(factor_table(), scm, self.class_names)
 
     def pair_structure(self) -> list[dict[str, Any]] | None:
+        """The manifest's blocks: the structured model's, or for ``--dims D`` pairs "style =
+        D, content = the rest"; None for images and pairs that perturb every factor."""
+        if not self.pairs:
+            return None
         if isinstance(self.model, StructuredModel) and self.model.structure is not None:
             return self.model.structure.to_manifest()
+        dims = getattr(getattr(self.model, "conditional", None), "dims", None)
+        if isinstance(self.model, LatentModel) and dims is not None and self.model.dim == 10:
+            s = dims_structure(tuple(dims))
+            return None if s is None else s.to_manifest()
         return None
 
     def scm_config(self) -> dict[str, Any] | None:

@@ -152,6 +152,18 @@ def test_images_dataset_without_structure_keeps_null_pair_structure(tmp_path: Pa
     m = store.read_manifest(tmp_path / "d")
     assert m["pair_structure"] is None and m["scm"] is None
     assert {r["type"] for r in m["factor_table"]} == {"continuous"}
+    R.render_dataset(_job(n=4), tmp_path / "p", workers=0, progress=False)
+    assert store.read_manifest(tmp_path / "p")["pair_structure"] is None  # all perturbed
+
+
+def test_dims_pairs_record_style_and_content_blocks(tmp_path: Path) -> None:
+    from ident3d.latents import Box, latent_model_from_options
+
+    model = latent_model_from_options(space=Box(10), dims="hue_object,hue_spot")
+    R.render_dataset(_job(n=4, model=model), tmp_path / "d", workers=0, progress=False)
+    blocks = store.read_manifest(tmp_path / "d")["pair_structure"]
+    assert blocks[0] == {"name": "dims", "role": "style", "factors": ["hue_object", "hue_spot"]}
+    assert blocks[1]["role"] == "content" and len(blocks[1]["factors"]) == 8
 
 
 def test_causal3dident_classes_are_a_latent_and_load_with_labels(

@@ -91,14 +91,12 @@ def test_structured_presets_render_with_blender(
     assert set(labels) == {0, 1}
     assert store.read_manifest(c3)["class_names"] == ["teapot", "ShapeBall"]
     capsys.readouterr()
-    # a .blend without a mesh, and a file that is not a .blend: one line, exit 2, nothing left
+    # a .blend without a mesh: one line, exit 2, nothing left
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.object.camera_add()
     empty = tmp_path / "NoMesh.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(empty), copy=True)
-    fake = tmp_path / "Fake.blend"
-    fake.write_text("not a blend file\n")
-    for bad, message in ((empty, "holds no mesh object"), (fake, "cannot read mesh file")):
+    for bad, message in ((empty, "holds no mesh object"),):
         out_bad = tmp_path / f"bad-{bad.stem}"
         code = main_code(["render", "--out", str(out_bad), "--n", "2", "--preset", "causal3dident",
                           "--object", "teapot", "--object", str(bad), *base])  # fmt: skip

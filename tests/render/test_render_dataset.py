@@ -137,14 +137,17 @@ def test_3didentbox_dataset_records_its_structure(
     assert "block        content  positions: pos_x, pos_y, pos_z" in info
     assert "scm          pos_x ~ N_t(1 pos_y, 0.5) on [-1, 1]" in info
     assert "rot_gamma [0.0] (fixed)" in info
-    # same seed, same latents whatever the sharding
+    # same seed, same latents whatever the sharding; two --shard runs join one dataset
     again = tmp_path / "again"
-    code, _, _ = _cli(
-        ["render", "--out", str(again), "--n", "40", "--preset", "3didentbox", "--renderer",
-         "mock", "--quiet", "--resolution", "16", "--scm", "3didentbox-part2", "--blocks",
-         "content=positions,style=rotations,view=hues", "--shard-size", "7"], capsys,
-    )  # fmt: skip
-    assert code == 0 and np.array_equal(_read_all(again).raw, raw)
+    for part in ("0/2", "1/2"):
+        code, _, err = _cli(
+            ["render", "--out", str(again), "--n", "40", "--preset", "3didentbox", "--renderer",
+             "mock", "--quiet", "--resolution", "16", "--scm", "3didentbox-part2", "--blocks",
+             "content=positions,style=rotations,view=hues", "--shard-size", "7",
+             "--shard", part], capsys,
+        )  # fmt: skip
+        assert code == 0, err
+    assert np.array_equal(_read_all(again).raw, raw)
 
 
 def test_images_dataset_without_structure_keeps_null_pair_structure(tmp_path: Path) -> None:

@@ -100,8 +100,22 @@ def convert(
               help="PNG encoding processes [default: all cores].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in DST.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--layout",
+    type=click.Choice(["auto", "3dident", "3didentbox"]),
+    default="auto",
+    show_default=True,
+    help="Folder layout: 3dident (Causal3DIdent's per-class files with classes, view0/view1 "
+    "for pairs) or 3didentbox (samples/m1|m2, factors/m1|m2; pairs only). auto: 3didentbox "
+    "for pairs rendered with the 3didentbox preset, else 3dident.",
+)
 def export(
-    directory: str, dst: str, workers: int | None, overwrite: bool, no_progress: bool
+    directory: str,
+    dst: str,
+    workers: int | None,
+    overwrite: bool,
+    no_progress: bool,
+    layout: str = "auto",
 ) -> None:
     """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout."""
     out = store.export_original(
@@ -110,5 +124,6 @@ def export(
         workers=workers,
         overwrite=overwrite,
         progress=not no_progress and sys.stderr.isatty(),
+        layout=layout,
     )
     click.echo(f"exported {directory} to {out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -225,7 +226,9 @@ class RenderLock:
     def _lock(self, start: int, length: int) -> None:
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):  # locks do not work here (NFS
+                return  # without a lock daemon): go on; commits are safe through records
             raise UsageError(
                 f"another render is writing shards of {self.path.parent}"
                 + (f" (shard {start})" if length else "")

@@ -82,6 +82,13 @@ COMPRESSIONS = ("none", "lz4", "gzip")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --out.")
 @click.option("--gpu", is_flag=True, help="Render on a GPU (OptiX, else CUDA); fails without one.")
 @click.option(
+    "--gpus-per-worker", type=click.IntRange(min=0), default=None,
+    help="With --gpu: GPUs each worker renders on (default: the workers spread over the GPUs, "
+    "one GPU each or several workers per GPU; 0: every GPU in every worker).",
+)  # fmt: skip
+@click.option("--gpu-devices", default=None,
+              help="With --gpu: only these device indices of Cycles' list, e.g. 0,2.")  # fmt: skip
+@click.option(
     "--compression",
     type=click.Choice(COMPRESSIONS),
     default=None,
@@ -143,6 +150,8 @@ def render(
     resume: bool,
     overwrite: bool,
     gpu: bool,
+    gpus_per_worker: int | None,
+    gpu_devices: str | None,
     compression: str | None,
     quiet: bool,
     jobs: int | None,
@@ -185,6 +194,14 @@ def render(
     from ident3d.render.scheduler_env import resolve_shard
 
     shard = resolve_shard(shard_spec)
+    from ident3d.render.gpus import GpuLayout, parse_devices
+
+    if not gpu and (gpus_per_worker is not None or gpu_devices is not None):
+        raise UsageError(
+            f"{'--gpus-per-worker' if gpus_per_worker is not None else '--gpu-devices'} "
+            "needs --gpu."
+        )
+    layout = GpuLayout(gpus_per_worker, parse_devices(gpu_devices)) if gpu else None
     slurm_given = [name for name, v in (("--slurm-partition", slurm_partition),
                    ("--slurm-time", slurm_time), ("--slurm-cpus", slurm_cpus),
                    ("--slurm-gpus", slurm_gpus), ("--slurm-mem", slurm_mem),
@@ -237,6 +254,7 @@ def render(
         latents_source=source,
         renderer=renderer,
         gpu=gpu,
+        gpu_layout=layout,
     )
     w = workers if workers is not None else R.default_workers()
     views = 2 if pairs else 1

@@ -19,6 +19,7 @@ import numpy as np
 from ident3d import store
 from ident3d.errors import DataError, UsageError
 from ident3d.latents import factor_table
+from ident3d.render.gpus import with_workers
 from ident3d.render.job import (
     RENDERERS,
     RenderJob,
@@ -384,6 +385,7 @@ def _render_locked(
         objects=tuple(job.objects),
         threads=int(threads) if threads else default_threads(workers),
         gpu=job.gpu,
+        gpu_layout=with_workers(job.gpu_layout, workers) if job.gpu else None,
     )
     writers = _Writers(job, out, compression)
     bar = _progress_bar(total * job.views, progress)

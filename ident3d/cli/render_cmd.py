@@ -259,6 +259,12 @@ def render(
     w = workers if workers is not None else R.default_workers()
     views = 2 if pairs else 1
     # the cheap refusals first, so bad input prints its one error line and no plan
+    ctx = click.get_current_context()
+    if (
+        jobs is not None
+        and ctx.get_parameter_source("shard_size") != click.core.ParameterSource.COMMANDLINE
+    ):
+        shard_size = max(1, min(shard_size, -(-n // jobs)))  # every one of the K jobs has work
     job.shard_size = int(shard_size) if shard_size >= 1 else job.shard_size
     R.check_out_dir(Path(out))
     R.check_size(job, Path(out), shard, compression or store.DEFAULT_COMPRESSION)
@@ -298,9 +304,12 @@ def _fan_out(
     shard_size: int, quiet: bool, slurm: Any,
 ) -> None:  # fmt: skip
     """``--jobs K``: the dataset rendered by K submitit jobs (ident3d.render.fanout)."""
+    import math
+
     from ident3d import render as R
 
     w = workers or 1
+    jobs = min(jobs, math.ceil(job.n / shard_size))
     if executor == "local" and threads is None:  # K jobs share this machine's cores
         threads = max(1, R.default_threads(1) // (jobs * w))
     views = 2 if job.pairs else 1

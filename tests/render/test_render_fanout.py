@@ -46,6 +46,33 @@ def test_three_local_jobs_equal_one_process_and_a_rerun_submits_nothing(
     assert code == 0 and "submitted" not in out and "dataset complete, verified" in out
 
 
+def test_jobs_without_shard_size_give_every_job_a_shard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a for a in ARGS if a not in ("--shard-size", "4")]
+    args[args.index("--n") + 1] = "6"
+    code, out, err = _cli(["render", "--out", str(tmp_path / "d"), *args, "--jobs", "2"], capsys)
+    assert code == 0, err
+    assert "2 local job(s)" in out and "submitted 2 job(s) (local) for groups 0-1 of 2" in out
+    m = store.read_manifest(tmp_path / "d")
+    assert (m["shard_size"], m["num_shards"]) == (3, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.bpy
+def test_blender_fanout_equals_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("bpy")
+    args = ["--n", "6", "--shard-size", "2", "--resolution", "32", "--quality", "fast",
+            "--mode", "box", "--seed", "5", "--quiet"]  # fmt: skip
+    one, fan = tmp_path / "one", tmp_path / "fan"
+    assert _cli(["render", "--out", str(one), *args, "--workers", "1"], capsys)[0] == 0
+    code, out, err = _cli(["render", "--out", str(fan), *args, "--jobs", "3"], capsys)
+    assert code == 0 and "dataset complete, verified" in out, err
+    _same(fan, one)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -235,6 +235,14 @@ def _job_alive(kind: str, job: Any) -> bool:
         return True
 
 
+def _job_done(kind: str, job: Any) -> bool:
+    """Whether a job has ended. A local job of an earlier driver has no process handle here
+    (submitit would call it done at once): it has ended when its controller's PID is gone."""
+    if kind == "local" and getattr(job, "_process", None) is None:
+        return not _job_alive(kind, job)
+    return bool(job.done())
+
+
 def _load_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
@@ -384,7 +392,7 @@ def render_fanout(
                 shown = new
                 bar.set_postfix_str(f"jobs running {len(active)}", refresh=False)
             for g, j in list(active.items()):
-                if not j.done():
+                if not _job_done(executor, j):
                     continue
                 del active[g]
                 result, reason = _outcome(j)

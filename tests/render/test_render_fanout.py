@@ -167,3 +167,25 @@ class _Done:
 
     def result(self) -> object:
         return self._result
+
+
+def test_a_local_job_of_an_earlier_driver_is_done_only_when_its_process_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Re-attached local jobs have no process handle (submitit would call them done at once)."""
+    import subprocess
+    import sys
+
+    import submitit
+
+    from ident3d.render.fanout import _job_alive, _job_done
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        job = submitit.LocalJob(folder=tmp_path, job_id=str(p.pid))
+        assert job.done()  # submitit's own view, without the process handle
+        assert _job_alive("local", job) and not _job_done("local", job)
+    finally:
+        p.kill()
+        p.wait()
+    assert _job_done("local", job) and not _job_alive("local", job)

@@ -262,7 +262,9 @@ def commit_shard(
     entry: dict[str, Any],
     tmp_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Commit a complete shard; return the manifest (records overlaid).
+    """Commit a complete shard; return the manifest as the file held it plus this entry
+    (other writers' unmerged records are not read: that would cost a read per record and
+    commit).
 
     With ``tmp_path``, the finished temporary file is first renamed to ``entry["file"]``.
     Then the shard's record is written atomically (:func:`ident3d.store.records.write_record`):
@@ -309,7 +311,9 @@ def commit_shard(
                     _replace_entry(root, entry)
             else:
                 _replace_entry(root, entry)
-    return read_manifest(root)
+    shards = [s for s in manifest["shards"] if int(s["index"]) != index] + [dict(entry)]
+    manifest["shards"] = sorted(shards, key=lambda s: int(s["index"]))
+    return manifest
 
 
 def _replace_entry(root: Path, entry: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """The fan-out under faults: one job of ``render --jobs 3 --executor local`` SIGKILLed mid-way
-(after it committed some of its shards), then re-submitted by the driver (``--retries``) or
-finished by re-running the same command; the driver itself SIGKILLed while its jobs run, then
-re-run (it waits for the live jobs instead of submitting them again). Every result is compared
-with a single-process render, image for image and latent for latent."""
+(after it committed some of its shards), then finished by re-running the same command (default
+suite) or re-submitted by the driver (``--retries``, slow); the driver itself SIGKILLed while its
+jobs run, then re-run: it waits for the live jobs instead of submitting them again (slow).
+Every result is compared with a single-process render, image for image and latent for latent."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ident3d import store
 from ident3d.render.seeds import select_shards
 from ident3d.store.format import pid_alive
 
-N, SHARD, JOBS = 1200, 50, 3
+N, SHARD, JOBS = 600, 25, 3
 ARGS = ["--renderer", "mock", "--n", str(N), "--shard-size", str(SHARD), "--resolution", "32",
         "--mode", "box", "--quality", "fast", "--seed", "5", "--quiet"]  # fmt: skip
 GROUP1 = select_shards(N // SHARD, (1, JOBS))
@@ -121,6 +121,7 @@ def _kill_group1_midway(out: Path, proc: subprocess.Popen[str]) -> None:
     assert _recorded(out, GROUP1) < len(GROUP1), "job 1 finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_sigkill_of_one_job_is_resubmitted_and_the_dataset_completes(
     tmp_path: Path, reference: Path
 ) -> None:
@@ -157,6 +158,7 @@ def test_sigkill_of_one_job_without_retries_then_rerun_completes(
     _clean(out)
 
 
+@pytest.mark.slow
 def test_driver_killed_then_rerun_waits_for_its_live_jobs(tmp_path: Path, reference: Path) -> None:
     out = tmp_path / "ds"
     logs = out.parent / f"{out.name}.jobs"

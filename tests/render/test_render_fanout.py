@@ -46,6 +46,7 @@ def test_three_local_jobs_equal_one_process_and_a_rerun_submits_nothing(
     assert code == 0 and "submitted" not in out and "dataset complete, verified" in out
 
 
+@pytest.mark.slow
 def test_jobs_without_shard_size_give_every_job_a_shard(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

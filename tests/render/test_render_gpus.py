@@ -95,6 +95,7 @@ def test_pool_workers_take_distinct_slots() -> None:
     assert sorted(by_pid.values()) == [(0, [0, 3]), (1, [1]), (2, [2])]
 
 
+@pytest.mark.slow
 @pytest.mark.bpy
 def test_a_blender_worker_pins_its_gpu_through_the_stand_in(
     monkeypatch: pytest.MonkeyPatch,

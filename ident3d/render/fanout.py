@@ -387,10 +387,11 @@ def render_fanout(
             time.sleep(poll)
             now = _committed(out)
             new = sum(store.shard_range(manifest, k)[1] for k in now - done) * job.views
-            if bar is not None and new > shown:
-                bar.update(new - shown)
-                shown = new
+            if bar is not None:
                 bar.set_postfix_str(f"jobs running {len(active)}", refresh=False)
+                if new > shown:
+                    bar.update(new - shown)
+                    shown = new
             for g, j in list(active.items()):
                 if not _job_done(executor, j):
                     continue

@@ -102,6 +102,7 @@ def test_slurm_time_forms() -> None:
 
 
 def test_slurm_array_submitted_and_run_through_submitits_mocks(tmp_path: Path) -> None:
+    import h5py  # noqa: F401  (before the mocks: its first import runs `uname -p`)
     from submitit.core import submission
     from submitit.slurm.test_slurm import mocked_slurm
 
@@ -111,8 +112,12 @@ def test_slurm_array_submitted_and_run_through_submitits_mocks(tmp_path: Path) -
     kw = dict(jobs=3, executor="slurm", slurm=slurm, workers=0, shard_size=4, log_dir=logs,
               progress=False, poll=0.05, echo=lambda line: None)  # fmt: skip
     with mocked_slurm() as mock:
-        summary = R.render_fanout(_job(n=24), out, wait=False, **kw)
+        said: list[str] = []
+        summary = R.render_fanout(_job(n=24), out, wait=False, **{**kw, "echo": said.append})
         assert summary.job_ids == ["12_0", "12_1", "12_2"] and summary.submitted == [0, 1, 2]
+        assert said[0] == "submitted 3 job(s) (slurm) for groups 0-2 of 3: job(s) 12_0, 12_1, 12_2"
+        assert said[1].startswith(f"follow: squeue -j 12   (logs: {logs}/")
+        assert said[2].startswith("finish: re-run this same command") and str(out) in said[2]
         sbatch = (logs / "12_submission.sh").read_text()
         lines = {ln.strip() for ln in sbatch.splitlines() if ln.startswith("#SBATCH")}
         for want in ("--array=0-2%2", "--partition=gpu", "--time=90", "--cpus-per-task=8",

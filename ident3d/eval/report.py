@@ -93,6 +93,9 @@ def _source_line(report: dict[str, Any]) -> str:
         data = f"{ds.get('path')} ({ds.get('n')} of {ds.get('n_total')} images, {ds.get('layout')})"
     else:
         data = "arrays"
+    if "form" in src:  # an external encoder or embeddings (ident3d.eval.benchmark)
+        feat = f", features {src['features']}" if src.get("features") else ""
+        return f"{src['form']} {src.get('spec') or src.get('file')}{feat}; data: {data}"
     return f"run {run}, step {step}; data: {data}"
 
 
@@ -176,6 +179,10 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
             f", scored on the next {k['n_score']}."
         )
     lines.append(f"- MCC: mean |correlation| after Hungarian matching, {p['mcc']['n']} samples.")
+    from ident3d.eval.baseline import baseline_markdown
+
+    if report.get("baselines"):
+        lines += ["", *baseline_markdown(report)]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

@@ -100,15 +100,39 @@ def convert(
               help="PNG encoding processes [default: all cores].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in DST.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--format", "fmt", type=click.Choice(["original", "hf", "webdataset"]),
+              default="original", show_default=True,
+              help="original: the 3DIdent folder layout; hf: Parquet shards for Hugging Face "
+                   "datasets; webdataset: tar shards for the webdataset library.")  # fmt: skip
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="hf/webdataset: samples per output file [default: the store's].")  # fmt: skip
 def export(
-    directory: str, dst: str, workers: int | None, overwrite: bool, no_progress: bool
+    directory: str,
+    dst: str,
+    workers: int | None,
+    overwrite: bool,
+    no_progress: bool,
+    fmt: str = "original",
+    shard_size: int | None = None,
 ) -> None:
-    """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout."""
-    out = store.export_original(
-        directory,
-        dst,
-        workers=workers,
-        overwrite=overwrite,
-        progress=not no_progress and sys.stderr.isatty(),
-    )
-    click.echo(f"exported {directory} to {out}")
+    """Write the dataset in DIRECTORY to DST: in the original 3DIdent folder layout (default),
+    as Hugging Face Parquet shards (--format hf) or as WebDataset tar shards
+    (--format webdataset), each with a dataset card (README.md)."""
+    progress = not no_progress and sys.stderr.isatty()
+    if fmt == "original":
+        if shard_size is not None:
+            raise store.UsageError("--shard-size goes with --format hf or webdataset")
+        out = store.export_original(
+            directory, dst, workers=workers, overwrite=overwrite, progress=progress
+        )
+    else:
+        fn = store.export_hf if fmt == "hf" else store.export_webdataset
+        out = fn(
+            directory,
+            dst,
+            shard_size=shard_size,
+            workers=workers,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    click.echo(f"exported {directory} to {out}" + ("" if fmt == "original" else f" ({fmt})"))

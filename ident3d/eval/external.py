@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 import pickle
 import re
 import sys
@@ -74,6 +75,9 @@ def _import_target(target: str) -> tuple[Any, dict[str, Any]]:
             raise UsageError(f"--encoder: cannot import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
+        here = str(path.resolve().parent)  # the file may import its sibling modules
+        if here not in sys.path:
+            sys.path.insert(0, here)
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
@@ -83,6 +87,9 @@ def _import_target(target: str) -> tuple[Any, dict[str, Any]]:
             ) from None
         record.update(file=str(path), sha256=sha256_of(path))
         return module, record
+    cwd = os.getcwd()  # as `python -m`: modules of the current directory import
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(target)
     except ModuleNotFoundError as exc:

@@ -146,6 +146,10 @@ def test_torchscript_file_gives_the_same_encodings(stripes, tmp_path, capsys):
     assert b["linear_r2"] > 0.999
     assert a["linear_r2"] == pytest.approx(b["linear_r2"], abs=1e-12)
     assert a["preprocessing"]["normalize"] == "none" and a["preprocessing"]["mean"] is None
+    # reports of external encoders compare like any others (labelled by their folders)
+    code, stdout, err = _main(["eval", "--compare", str(outs["py"]), str(outs["ts"])], capsys)
+    assert code == 0, err
+    assert "py" in stdout and "ts" in stdout
 
 
 def test_embeddings_known_answers(stripes, tmp_path, capsys):
@@ -391,3 +395,38 @@ def test_embeddings_pt_dict_with_key(stripes, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     assert _report(tmp_path / "r")["linear_r2"] > 0.9999
+
+
+def test_module_path_from_the_current_directory(stripes, tmp_path, capsys, monkeypatch):
+    root, _, py = stripes
+    pkg = tmp_path / "cwd"
+    pkg.mkdir()
+    (pkg / "ident3d_test_user_mod.py").write_text(py.read_text())
+    monkeypatch.chdir(pkg)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(pkg))])
+    out = tmp_path / "rep"
+    code, _, err = _eval(
+        ["--encoder", "ident3d_test_user_mod:Stripes", "--data", str(root), "--out", str(out),
+         "--no-kernel"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    src = _report(out)["source"]
+    assert src["callable"] == "ident3d_test_user_mod:Stripes" and len(src["sha256"]) == 64
+    assert _report(out)["linear_r2"] > 0.999
+
+
+@pytest.mark.gpu
+def test_bf16_on_the_gpu(stripes, tmp_path, capsys):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    root, _, py = stripes
+    out = tmp_path / "rep"
+    code, _, err = _eval(
+        ["--encoder", f"{py}:build", "--bf16", "--device", "cuda", "--data", str(root), "--out",
+         str(out), "--no-kernel"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    rep = _report(out)
+    assert rep["encode"]["dtype"] == "bfloat16 autocast" and rep["linear_r2"] > 0.99

@@ -55,7 +55,13 @@ def _parse_blocks(specs: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option(
     "--samples", type=int, default=None, help="Samples to encode (default: all; synthetic 14336)."
 )
-@click.option("--seed", type=int, default=0, help="Seed of the synthetic samples (default 0).")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    help="Seed of the synthetic samples, of --encoder models built without --weights and of "
+    "the --baseline ResNet18 (default 0).",
+)
 @click.option("--kernel/--no-kernel", default=True, help="Compute kernel-ridge R^2 (default on).")
 @click.option(
     "--kernel-fit",

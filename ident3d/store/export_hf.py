@@ -48,7 +48,7 @@ def columns(manifest: dict[str, Any]) -> dict[str, Any]:
     """The ``datasets`` features of an export (JSON, as ``Features.to_dict()`` writes them):
     ``index``; ``image`` (pairs: ``image_0``, ``image_1``); ``raw_latents`` and ``latents``
     (pairs: ``_0`` / ``_1`` per view) as fixed-length float32 sequences; ``class``
-    (``ClassLabel``) for datasets with classes."""
+    (``ClassLabel``, or int64 when the manifest names no classes) for datasets with classes."""
     views = [""] if manifest["kind"] == "images" else ["_0", "_1"]
     feats: dict[str, Any] = {"index": {"dtype": "int64", "_type": "Value"}}
     for v in views:
@@ -61,8 +61,12 @@ def columns(manifest: dict[str, Any]) -> dict[str, Any]:
                 "_type": "Sequence",
             }
     if manifest.get("has_class"):
-        names = manifest.get("class_names") or []
-        feats["class"] = {"names": list(names), "_type": "ClassLabel"}
+        names = manifest.get("class_names")
+        feats["class"] = (
+            {"names": list(names), "_type": "ClassLabel"}
+            if names
+            else {"dtype": "int64", "_type": "Value"}  # labels without names stay integers
+        )
     return feats
 
 

@@ -72,3 +72,40 @@ def test_export_is_reproducible_and_atomic(tmp_path, capsys):
     code, _, err = _cli(["export", str(root), str(a), "--format", "webdataset"], capsys)
     assert code == 2 and "pass --overwrite" in err
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "webdataset"])
+def test_a_failing_export_leaves_nothing(tmp_path, monkeypatch, fmt):
+    """An error while writing the second output file: no DST, no partial folder, and an
+    earlier export in DST (with overwrite) stays as it was."""
+    pytest.importorskip("pyarrow")
+    import importlib
+
+    hf_mod = importlib.import_module("ident3d.store.export_hf")
+    wds_mod = importlib.import_module("ident3d.store.export_webdataset")
+
+    root = tmp_path / "ds"
+    _make(root, n=8, shard_size=4)
+    mod, fn = (hf_mod, store.export_hf) if fmt == "hf" else (wds_mod, store.export_webdataset)
+    real, calls = mod._png, []
+
+    def flaky(img, level):
+        calls.append(1)
+        if len(calls) == 6:
+            raise OSError("simulated write failure")
+        return real(img, level)
+
+    monkeypatch.setattr(mod, "_png", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        fn(root, tmp_path / "out", shard_size=4, workers=1, progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    monkeypatch.setattr(mod, "_png", real)
+    fn(root, tmp_path / "out", shard_size=4, workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    calls.clear()
+    monkeypatch.setattr(mod, "_png", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        fn(root, tmp_path / "out", shard_size=4, workers=1, progress=False, overwrite=True)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before

@@ -70,7 +70,9 @@ def baseline_rows(
       covariance of all ``n`` images, in float64; no labels are involved).
 
     ``score(h)`` evaluates encodings with the report's own protocol (an ``EvalResult``).
-    Both read the images once; the PCA needs a second pass for the projection.
+    Both read the images once. With at most as many images as pixel dimensions the PCA
+    scores come from the ``n x n`` Gram matrix of the kept pixels; otherwise from the
+    ``pixels x pixels`` covariance, with a second pass for the projection.
     """
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -86,9 +88,14 @@ def baseline_rows(
             acc["sum"] = torch.zeros(px.shape[1], dtype=torch.float64, device=x.device)
             acc["sq"] = torch.zeros(px.shape[1], px.shape[1], dtype=torch.float64, device=x.device)
             acc["n"] = 0
+            acc["kept"] = []
         acc["sum"] += px.sum(0)
         acc["sq"] += px.T @ px
         acc["n"] += len(px)
+        if acc["kept"] is not None:  # fewer images than pixels: keep them for the Gram route
+            acc["kept"].append(px)
+            if acc["n"] > px.shape[1]:
+                acc["kept"] = None
         return model(preprocess(x))
 
     enc = encode_images(path, first_pass, device, n, batch_size, num_workers, progress)
@@ -106,28 +113,39 @@ def baseline_rows(
     t0 = time.perf_counter()
     count = acc["n"]
     mean = acc["sum"] / count
-    cov = acc["sq"] / count - torch.outer(mean, mean)
-    evals, evecs = torch.linalg.eigh(cov)  # ascending
-    k = int(min(width, cov.shape[0], count - 1))
-    comps = evecs[:, -k:].flip(1)  # top k, largest first
-    total = float(evals.clamp(min=0).sum())
-    explained = float(evals[-k:].clamp(min=0).sum()) / total if total > 0 else 0.0
+    dim = acc["sum"].shape[0]
+    k = int(min(width, dim, count - 1))
     side = acc["side"]
+    if acc["kept"] is not None:
+        # n <= pixels: the principal component scores from the n x n Gram matrix (exact)
+        xc = torch.cat(acc["kept"]) - mean
+        evals, evecs = torch.linalg.eigh(xc @ xc.T)  # ascending
+        top = evals[-k:].flip(0).clamp(min=0)
+        h = (evecs[:, -k:].flip(1) * top.sqrt()).cpu().numpy()
+        method = "Gram matrix"
+    else:
+        cov = acc["sq"] / count - torch.outer(mean, mean)
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
+        comps = evecs[:, -k:].flip(1)  # top k, largest first
 
-    def second_pass(x: torch.Tensor) -> torch.Tensor:
-        px = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, side)
-        return (px.reshape(len(x), -1).double() - mean) @ comps
+        def second_pass(x: torch.Tensor) -> torch.Tensor:
+            px = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, side)
+            return (px.reshape(len(x), -1).double() - mean) @ comps
 
-    enc2 = encode_images(path, second_pass, device, n, batch_size, num_workers, progress)
-    res2 = score(enc2.h)
+        h = encode_images(path, second_pass, device, n, batch_size, num_workers, progress).h
+        top = evals[-k:].clamp(min=0)
+        method = "covariance"
+    total = float(evals.clamp(min=0).sum())
+    explained = float(top.sum()) / total if total > 0 else 0.0
     out["pixels_pca"] = _summary(
-        res2,
+        score(h),
         {
             "description": f"raw pixels ({side[0]} x {side[1]} area-averaged, [0, 1]) projected "
             f"on their top {k} principal components",
             "pixels": [int(side[0]), int(side[1])],
             "components": k,
             "explained_variance": explained,
+            "pca": method,
             "time_s": time.perf_counter() - t0,
         },
     )

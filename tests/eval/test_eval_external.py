@@ -247,7 +247,7 @@ def test_baselines_are_seeded_and_pixels_pca_recovers_stripes(stripes, tmp_path,
     out = tmp_path / "a"
     code, stdout, err = _eval(
         ["--encoder", f"{py}:build", "--data", str(root), "--out", str(out), "--no-kernel",
-         "--baseline", "--seed", "1"],
+         "--baseline", "--seed", "1", "--samples", "60"],
         capsys,
     )  # fmt: skip
     assert code == 0, err

@@ -430,3 +430,34 @@ def test_bf16_on_the_gpu(stripes, tmp_path, capsys):
     assert code == 0, err
     rep = _report(out)
     assert rep["encode"]["dtype"] == "bfloat16 autocast" and rep["linear_r2"] > 0.99
+
+
+@pytest.mark.parametrize("n", [120, 40], ids=["covariance", "gram"])
+def test_pixels_pca_matches_numpy_svd(stripes, monkeypatch, n):
+    """Both PCA routes (n > pixel dims: covariance + projection; n <= dims: Gram matrix) give
+    the scores of numpy's SVD of the centred pixels (compared through the R^2 they score)."""
+    import ident3d.eval.baseline as bl
+    from ident3d import store
+    from ident3d.eval import Preprocess, evaluate
+
+    root, z, _ = stripes
+    monkeypatch.setattr(bl, "PIXEL_SIDE", 4)  # 4 x 4 x 3 = 48 pixel dimensions
+    results = {}
+
+    def score(h):
+        results.setdefault("h", []).append(h)
+        return evaluate(h, z[:n], kernel=False)
+
+    rows = bl.baseline_rows(root, 5, Preprocess.build("none"), score, torch.device("cpu"), n=n)
+    assert rows["pixels_pca"]["pca"] == ("covariance" if n > 48 else "Gram matrix")
+    images = torch.from_numpy(store.open_dataset(root).read_slice(0, n).images).permute(0, 3, 1, 2)
+    px = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255.0, (4, 4))
+    px = px.reshape(n, -1).double()  # pooled in float32, as the baseline does
+    xc = (px - px.mean(0)).numpy()
+    u, sv, _ = np.linalg.svd(xc, full_matrices=False)
+    want = u[:, :5] * sv[:5]
+    got = results["h"][-1]
+    # equal up to the sign of each component
+    np.testing.assert_allclose(np.abs(got), np.abs(want), atol=1e-8)
+    ev = (sv[:5] ** 2).sum() / (sv**2).sum()
+    assert rows["pixels_pca"]["explained_variance"] == pytest.approx(ev, rel=1e-9)

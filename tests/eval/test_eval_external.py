@@ -173,14 +173,6 @@ def test_embeddings_known_answers(stripes, tmp_path, capsys):
     assert good["source"]["form"] == "embeddings" and good["source"]["shape"] == [N, 10]
     assert good["preprocessing"] is None
     assert abs(bad["linear_r2"]) < 0.15 and bad["kernel_r2"] < 0.15, bad["linear_r2"]
-    # --samples scores the first rows of the embeddings
-    code, _, err = _eval(
-        ["--embeddings", str(lin), "--data", str(root), "--out", str(tmp_path / "s"),
-         "--samples", "40", "--no-kernel"],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    assert _report(tmp_path / "s")["n_samples"] == 40
 
 
 def test_torchvision_encoder_features_and_weights(stripes, tmp_path, capsys):
@@ -198,21 +190,21 @@ def test_torchvision_encoder_features_and_weights(stripes, tmp_path, capsys):
     from ident3d.eval import Preprocess
 
     pre = Preprocess.build("imagenet", 48)
-    enc = encode_images(root, lambda x: ext.module(pre(x)), torch.device("cpu"), n=8)
+    enc = encode_images(root, lambda x: ext.module(pre(x)), torch.device("cpu"), n=4)
     ref.fc = torch.nn.Identity()
     from ident3d import store
 
-    images = torch.from_numpy(store.open_dataset(root).read_slice(0, 8).images).permute(0, 3, 1, 2)
+    images = torch.from_numpy(store.open_dataset(root).read_slice(0, 4).images).permute(0, 3, 1, 2)
     with torch.no_grad():
         want = ref(pre(images)).double().numpy()
-    assert enc.h.shape == (8, 512)
+    assert enc.h.shape == (4, 512)
     np.testing.assert_allclose(enc.h, want, rtol=1e-4, atol=1e-5)
 
     out = tmp_path / "rep"
     code, _, err = _eval(
         ["--encoder", "torchvision:resnet18", "--weights", str(w), "--weights-key",
          "state_dict", "--features", "layer3", "--resize", "48", "--normalize", "imagenet",
-         "--data", str(root), "--out", str(out), "--no-kernel", "--samples", "24",
+         "--data", str(root), "--out", str(out), "--no-kernel", "--samples", "16",
          "--batch-size", "8"],
         capsys,
     )  # fmt: skip
@@ -227,7 +219,9 @@ def test_torchvision_encoder_features_and_weights(stripes, tmp_path, capsys):
     assert rep["encode"]["batch_size"] == 8 and rep["encode"]["dtype"] == "float32"
 
 
-def test_python_api_with_a_module_object(stripes, tmp_path):
+def test_python_api_module_object_and_module_path(stripes, tmp_path, monkeypatch):
+    import sys
+
     from ident3d import eval as ev
     from ident3d.eval import load_encoder
 
@@ -238,6 +232,16 @@ def test_python_api_with_a_module_object(stripes, tmp_path):
     assert result.report["linear_r2"] > 0.999
     assert result.report["source"]["form"] == "module"
     assert (tmp_path / "api" / "report.json") in files
+    # MODULE:CALLABLE imports from the current directory (as `python -m` would)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "ident3d_test_user_mod.py").write_text(py.read_text())
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(cwd))])
+    ext = load_encoder("ident3d_test_user_mod:Stripes")
+    assert ext.source["callable"] == "ident3d_test_user_mod:Stripes"
+    assert ext.source["sha256"] == __import__("hashlib").sha256(py.read_bytes()).hexdigest()
+    assert type(ext.module).__name__ == "Stripes"
 
 
 def test_baselines_are_seeded_and_pixels_pca_recovers_stripes(stripes, tmp_path, capsys):
@@ -390,30 +394,12 @@ def test_embeddings_pt_dict_with_key(stripes, tmp_path, capsys):
     torch.save({"h": torch.from_numpy(z.astype(np.float64) * 2 + 1)}, ptd)
     code, _, err = _eval(
         ["--embeddings", str(ptd), "--embeddings-key", "h", "--data", str(root), "--out",
-         str(tmp_path / "r"), "--no-kernel"],
+         str(tmp_path / "r"), "--no-kernel", "--samples", "40"],
         capsys,
     )  # fmt: skip
     assert code == 0, err
-    assert _report(tmp_path / "r")["linear_r2"] > 0.9999
-
-
-def test_module_path_from_the_current_directory(stripes, tmp_path, capsys, monkeypatch):
-    root, _, py = stripes
-    pkg = tmp_path / "cwd"
-    pkg.mkdir()
-    (pkg / "ident3d_test_user_mod.py").write_text(py.read_text())
-    monkeypatch.chdir(pkg)
-    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(pkg))])
-    out = tmp_path / "rep"
-    code, _, err = _eval(
-        ["--encoder", "ident3d_test_user_mod:Stripes", "--data", str(root), "--out", str(out),
-         "--no-kernel"],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    src = _report(out)["source"]
-    assert src["callable"] == "ident3d_test_user_mod:Stripes" and len(src["sha256"]) == 64
-    assert _report(out)["linear_r2"] > 0.999
+    rep = _report(tmp_path / "r")  # --samples scores the first rows of the embeddings
+    assert rep["linear_r2"] > 0.9999 and rep["n_samples"] == 40 and rep["source"]["key"] == "h"
 
 
 @pytest.mark.gpu

@@ -161,6 +161,9 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         ]
     elif lam:
         lines += ["## Learned lambda", "", ", ".join(f"{v:.3f}" for v in lam["learned"]), ""]
+    from ident3d.eval.baseline import baseline_markdown
+
+    lines += baseline_markdown(report)  # --baseline rows (nothing without them)
     lin = p["linear"]
     lines += [
         "## Protocol",
@@ -179,10 +182,6 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
             f", scored on the next {k['n_score']}."
         )
     lines.append(f"- MCC: mean |correlation| after Hungarian matching, {p['mcc']['n']} samples.")
-    from ident3d.eval.baseline import baseline_markdown
-
-    if report.get("baselines"):
-        lines += ["", *baseline_markdown(report)]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

@@ -81,23 +81,20 @@ def evaluate_run(
     else:
         block_idx = {}
 
-    def score(h: Any, lambdas: Any = None) -> EvalResult:
-        return evaluate(
-            h,
-            enc.z,
-            enc.names,
-            fit_fraction=fit_fraction,
-            kernel=kernel,
-            kernel_fit=kernel_fit,
-            kernel_score=kernel_score,
-            device=dev,
-            learned_lambdas=lambdas,
-            true_lambdas=true_lam if lambdas is not None else None,
-            lambda_dims=lambda_dims,
-            blocks=block_idx or None,
-        )
-
-    result = score(enc.h, run.lambdas)
+    result = evaluate(
+        enc.h,
+        enc.z,
+        enc.names,
+        fit_fraction=fit_fraction,
+        kernel=kernel,
+        kernel_fit=kernel_fit,
+        kernel_score=kernel_score,
+        device=dev,
+        learned_lambdas=run.lambdas,
+        true_lambdas=true_lam if run.lambdas is not None else None,
+        lambda_dims=lambda_dims,
+        blocks=block_idx or None,
+    )
     rep = result.report
     ck = Path(run_path)
     rep["source"] = {
@@ -111,6 +108,19 @@ def evaluate_run(
     rep["timing"]["encode_s"] = enc.encode_s
     if baseline:
         from ident3d.eval.benchmark import add_baselines
+
+        def score(h: Any) -> EvalResult:  # the run's protocol on a baseline's encodings
+            return evaluate(
+                h,
+                enc.z,
+                enc.names,
+                fit_fraction=fit_fraction,
+                kernel=kernel,
+                kernel_fit=kernel_fit,
+                kernel_score=kernel_score,
+                device=dev,
+                blocks=block_idx or None,
+            )
 
         add_baselines(
             result,

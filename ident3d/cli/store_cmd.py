@@ -100,10 +100,19 @@ def convert(
               help="PNG encoding processes [default: all cores].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in DST.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--layout",
+    type=click.Choice(["auto", "3dident", "3didentbox"]),
+    default="auto",
+    show_default=True,
+    help="Folder layout: 3dident (Causal3DIdent's per-class files with classes, view0/view1 "
+    "for pairs) or 3didentbox (samples/m1|m2, factors/m1|m2; pairs only). auto: 3didentbox "
+    "for pairs rendered with the 3didentbox preset, else 3dident.",
+)
 @click.option("--format", "fmt", type=click.Choice(["original", "hf", "webdataset"]),
               default="original", show_default=True,
-              help="original: the 3DIdent folder layout; hf: Parquet shards for Hugging Face "
-                   "datasets; webdataset: tar shards for the webdataset library.")  # fmt: skip
+              help="original: the folder layout of --layout; hf: Parquet shards for Hugging "
+                   "Face datasets; webdataset: tar shards for the webdataset library.")  # fmt: skip
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help="hf/webdataset: samples per output file [default: the store's].")  # fmt: skip
 def export(
@@ -112,20 +121,28 @@ def export(
     workers: int | None,
     overwrite: bool,
     no_progress: bool,
+    layout: str = "auto",
     fmt: str = "original",
     shard_size: int | None = None,
 ) -> None:
-    """Write the dataset in DIRECTORY to DST: in the original 3DIdent folder layout (default),
-    as Hugging Face Parquet shards (--format hf) or as WebDataset tar shards
-    (--format webdataset), each with a dataset card (README.md)."""
+    """Write the dataset in DIRECTORY to DST: in the original folder layout (default; see
+    --layout), as Hugging Face Parquet shards (--format hf) or as WebDataset tar shards
+    (--format webdataset), each of the last two with a dataset card (README.md)."""
     progress = not no_progress and sys.stderr.isatty()
     if fmt == "original":
         if shard_size is not None:
             raise store.UsageError("--shard-size goes with --format hf or webdataset")
         out = store.export_original(
-            directory, dst, workers=workers, overwrite=overwrite, progress=progress
+            directory,
+            dst,
+            workers=workers,
+            overwrite=overwrite,
+            progress=progress,
+            layout=layout,
         )
     else:
+        if layout != "auto":
+            raise store.UsageError("--layout goes with --format original")
         fn = store.export_hf if fmt == "hf" else store.export_webdataset
         out = fn(
             directory,

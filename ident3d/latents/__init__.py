@@ -21,7 +21,9 @@ Conventions
 The package holds one concept per module: :mod:`~ident3d.latents.factors` (the factor table),
 :mod:`~ident3d.latents.spaces`, :mod:`~ident3d.latents.marginals`,
 :mod:`~ident3d.latents.conditionals`, :mod:`~ident3d.latents.model` (:class:`LatentModel`) and
-:mod:`~ident3d.latents.modes` (:class:`LatentMapping`). Everything is re-exported here.
+:mod:`~ident3d.latents.modes` (:class:`LatentMapping`), :mod:`~ident3d.latents.scm` (structural
+causal models), :mod:`~ident3d.latents.pairs` (content/style/view blocks) and
+:mod:`~ident3d.latents.structured` (:class:`StructuredModel`, both together). Everything is re-exported here.
 """
 
 from ident3d.latents.conditionals import (
@@ -49,6 +51,15 @@ from ident3d.latents.factors import (
 from ident3d.latents.marginals import Laplace, Normal, Uniform, marginal_from_config
 from ident3d.latents.model import BLOCK_SIZE, LatentModel, block_rng, latent_model_from_options
 from ident3d.latents.modes import HUE_MODES, LatentMapping, hsv_to_rgb, sphere_angles
+from ident3d.latents.pairs import Block, PairStructure, dims_structure, parse_blocks
+from ident3d.latents.scm import (
+    CLASS_FACTOR,
+    SCM,
+    load_scm_file,
+    scm_from_dict,
+    truncated_normal,
+    truncated_normal_mean,
+)
 from ident3d.latents.spaces import (
     Box,
     Product,
@@ -58,16 +69,24 @@ from ident3d.latents.spaces import (
     make_space,
     space_from_config,
 )
+from ident3d.latents.structured import (
+    StructuredModel,
+    annotate_factor_table,
+    build_structured_model,
+)
 
 __all__ = [
     "BLOCK_SIZE",
+    "CLASS_FACTOR",
     "CONDITIONALS",
     "FACTORS",
     "FACTOR_NAMES",
     "HUE_MODES",
     "N_FACTORS",
+    "SCM",
     "AnisotropicNormalConditional",
     "AnyConditional",
+    "Block",
     "Box",
     "Conditional",
     "Factor",
@@ -78,23 +97,33 @@ __all__ = [
     "LatentModel",
     "Normal",
     "NormalConditional",
+    "PairStructure",
     "Product",
     "Space",
     "Sphere",
+    "StructuredModel",
     "Unbounded",
     "Uniform",
     "VMFConditional",
     "anisotropic_lambdas",
+    "annotate_factor_table",
     "block_rng",
+    "build_structured_model",
     "conditional_from_config",
+    "dims_structure",
     "factor_table",
     "hsv_to_rgb",
     "latent_model_from_options",
+    "load_scm_file",
     "make_conditional",
     "make_space",
     "marginal_from_config",
+    "parse_blocks",
     "parse_dims",
     "sample_vmf",
+    "scm_from_dict",
     "space_from_config",
     "sphere_angles",
+    "truncated_normal",
+    "truncated_normal_mean",
 ]

@@ -53,7 +53,9 @@ def generation_command(manifest: dict[str, Any], out: str = "DATASET") -> str | 
     """The ``ident3d`` command that made a dataset, rebuilt from its manifest: ``ident3d
     render ...`` for renders (every option that enters the config, plus the shard size and
     compression; workers and threads do not change the pixels), ``ident3d convert SRC ...``
-    for conversions; None when the config does not say."""
+    for conversions; None when the config does not say. A structured latent model (SCM and
+    pair blocks) is left to the preset: the command then ends in a comment saying so, and is
+    exact when the preset's own model was used."""
     cfg = manifest.get("config") or {}
     if cfg.get("command") == "render":
         preset = ((cfg.get("preset") or {}).get("data") or {}).get("preset", {}).get("name")
@@ -73,7 +75,9 @@ def generation_command(manifest: dict[str, Any], out: str = "DATASET") -> str | 
             if cfg["latents_file"].get("allow_outside_space"):
                 args.append("--allow-outside-space")
         elif cfg.get("latent_model"):
-            args += _latent_options(cfg["latent_model"])
+            structured = cfg["latent_model"].get("type") == "structured"
+            if not structured:
+                args += _latent_options(cfg["latent_model"])
         for obj in cfg.get("objects") or []:
             args += ["--object", str(obj)]
         if int(manifest.get("shard_size", _DEFAULT_SHARD_SIZE)) != _DEFAULT_SHARD_SIZE:
@@ -82,7 +86,12 @@ def generation_command(manifest: dict[str, Any], out: str = "DATASET") -> str | 
             args += ["--compression", str(manifest["compression"])]
         if cfg.get("renderer") and cfg["renderer"] != "blender":
             args += ["--renderer", str(cfg["renderer"])]
-        return shlex.join(args)
+        cmd = shlex.join(args)
+        if (cfg.get("latent_model") or {}).get("type") == "structured":
+            # the preset's SCM and pair blocks; --scm / --blocks / latent options that changed
+            # them are in the config, not rebuilt here
+            cmd += "  # latent model: the preset's structured model (see the config)"
+        return cmd
     if cfg.get("origin") == "converted":
         src = cfg.get("source") or {}
         args = ["ident3d", "convert", str(src.get("path", "SRC")), out]

@@ -19,8 +19,9 @@ from ident3d import store
         ["--conditional", "laplace", "--sigma", "0.2", "--dims", "0,1", "--pairs"],
         ["--singles", "--conditional", "none", "--marginal", "normal", "--marginal-scale", "0.5",
          "--mode", "box", "--shard-size", "3", "--compression", "lz4", "--seed", "4"],
+        ["--preset", "3didentbox"],
     ],
-    ids=["pairs-laplace", "singles-normal"],
+    ids=["pairs-laplace", "singles-normal", "structured-preset"],
 )  # fmt: skip
 def test_generation_command_remakes_the_dataset(tmp_path, capsys, opts):
     first = tmp_path / "first"
@@ -33,7 +34,7 @@ def test_generation_command_remakes_the_dataset(tmp_path, capsys, opts):
     card = (dst / "README.md").read_text()
     cmd = re.search(r"```bash\n(.+?)\n```", card).group(1)
     assert cmd == store.generation_command(m1)
-    argv = shlex.split(cmd)
+    argv = shlex.split(cmd, comments=True)
     assert argv[:2] == ["ident3d", "render"]
     argv[argv.index("--out") + 1] = str(tmp_path / "again")
     assert _cli([*argv[1:], "--workers", "1", "--quiet"], capsys)[0] == 0

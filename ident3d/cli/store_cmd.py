@@ -109,6 +109,12 @@ def convert(
     "for pairs) or 3didentbox (samples/m1|m2, factors/m1|m2; pairs only). auto: 3didentbox "
     "for pairs rendered with the 3didentbox preset, else 3dident.",
 )
+@click.option("--format", "fmt", type=click.Choice(["original", "hf", "webdataset"]),
+              default="original", show_default=True,
+              help="original: the folder layout of --layout; hf: Parquet shards for Hugging "
+                   "Face datasets; webdataset: tar shards for the webdataset library.")  # fmt: skip
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="hf/webdataset: samples per output file [default: the store's].")  # fmt: skip
 def export(
     directory: str,
     dst: str,
@@ -116,14 +122,34 @@ def export(
     overwrite: bool,
     no_progress: bool,
     layout: str = "auto",
+    fmt: str = "original",
+    shard_size: int | None = None,
 ) -> None:
-    """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout."""
-    out = store.export_original(
-        directory,
-        dst,
-        workers=workers,
-        overwrite=overwrite,
-        progress=not no_progress and sys.stderr.isatty(),
-        layout=layout,
-    )
-    click.echo(f"exported {directory} to {out}")
+    """Write the dataset in DIRECTORY to DST: in the original folder layout (default; see
+    --layout), as Hugging Face Parquet shards (--format hf) or as WebDataset tar shards
+    (--format webdataset), each of the last two with a dataset card (README.md)."""
+    progress = not no_progress and sys.stderr.isatty()
+    if fmt == "original":
+        if shard_size is not None:
+            raise store.UsageError("--shard-size goes with --format hf or webdataset")
+        out = store.export_original(
+            directory,
+            dst,
+            workers=workers,
+            overwrite=overwrite,
+            progress=progress,
+            layout=layout,
+        )
+    else:
+        if layout != "auto":
+            raise store.UsageError("--layout goes with --format original")
+        fn = store.export_hf if fmt == "hf" else store.export_webdataset
+        out = fn(
+            directory,
+            dst,
+            shard_size=shard_size,
+            workers=workers,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    click.echo(f"exported {directory} to {out}" + ("" if fmt == "original" else f" ({fmt})"))

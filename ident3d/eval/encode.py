@@ -4,6 +4,7 @@ synthetic samples (:func:`encode_synthetic`) or from a stored dataset (:func:`en
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -116,24 +117,13 @@ def _open_images(path: str | Path) -> tuple[Any, int | None, list[dict[str, Any]
     return data_mod.ImageDataset(path), None, table
 
 
-def encode_dataset(
-    run: Any,
-    path: str | Path,
-    n: int | None = None,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    progress: bool | None = None,
-) -> EvalData:
-    """Encode the first ``n`` (default all) images of a dataset (the ident3d store or an
-    original 3DIdent / Causal3DIdent folder; of a pairs dataset, the first view) in batches on
-    the run's device, and return them with the dataset's raw latents."""
-    if run.dgp is not None:
-        raise UsageError(
-            f"run {run.path} is a synthetic run: evaluate it with --data synthetic "
-            "(fresh samples of its own data-generating process)."
-        )
-    from ident3d import data as data_mod
-    from ident3d.train.config import READ_ERRORS, data_read_error, open_checked
+def dataset_latents(
+    path: str | Path, n: int | None = None
+) -> tuple[Any, np.ndarray, list[str], dict[str, Any]]:
+    """Open a dataset for evaluation: the torch dataset (first view of pairs), its first ``n``
+    (default all) raw latents as float64 ``(n, d)``, their names and the report's ``dataset``
+    record. Checked: enough samples, latents present and finite."""
+    from ident3d.train.config import open_checked
 
     opened: dict[str, Any] = {}
 
@@ -157,22 +147,56 @@ def encode_dataset(
     z = lat[:n].astype(np.float64).reshape(n, -1)
     if not np.isfinite(z).all():
         raise DataError(f"{path} has NaN or infinite latents among its first {n} samples.")
+    info = {
+        "kind": "images",
+        "path": str(Path(path)),
+        "layout": ds.layout,
+        "view": view,
+        "n_total": int(total),
+        "n": int(n),
+        "latents": "raw",
+    }
+    return ds, z, factor_names(z.shape[1], table), info
+
+
+def encode_images(
+    path: str | Path,
+    forward: Any,
+    device: torch.device,
+    n: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    progress: bool | None = None,
+    bf16: bool = False,
+) -> EvalData:
+    """Encode the first ``n`` (default all) images of a dataset (the ident3d store or an
+    original 3DIdent / Causal3DIdent folder; of a pairs dataset, the first view) in batches:
+    ``forward`` gets each uint8 ``(B, 3, H, W)`` batch on ``device`` and returns its encodings
+    (under bfloat16 autocast with ``bf16``, CUDA only)."""
+    from ident3d import data as data_mod
+    from ident3d.train.config import READ_ERRORS, data_read_error
+
+    ds, z, names, info = dataset_latents(path, n)
+    n, total = info["n"], info["n_total"]
+    if bf16 and device.type != "cuda":
+        raise UsageError(f"--bf16 needs a CUDA device (encoding runs on {device})")
     subset = torch.utils.data.Subset(ds, range(n)) if n < total else ds
     loader = data_mod.make_loader(
         subset,
         batch_size=batch_size,
         num_workers=num_workers,
-        pin_memory=run.device.type == "cuda",
+        pin_memory=device.type == "cuda",
     )
     t0 = time.perf_counter()
     hs = []
     seen = 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with _progress(n, "encoding", progress) as bar, torch.inference_mode():
         try:
             for batch in loader:
-                x = batch[0]
-                x = run.preprocess(x.to(run.device, non_blocking=True))
-                hs.append(run.encoder(x).float())  # stays on the device: no sync per batch
+                x = batch[0].to(device, non_blocking=True)
+                with autocast:
+                    hs.append(forward(x).float())  # stays on the device: no sync per batch
                 seen += len(x)
                 bar.update(len(x))
         except READ_ERRORS as exc:  # a shard that does not match the manifest
@@ -180,18 +204,33 @@ def encode_dataset(
     h = torch.cat(hs).double().cpu().numpy()
     if seen != n:  # pragma: no cover - a loader that skips samples would be a bug
         raise RuntimeError(f"encoded {seen} images, expected {n}")
-    return EvalData(
-        h=h,
-        z=z,
-        names=factor_names(z.shape[1], table),
-        dataset={
-            "kind": "images",
-            "path": str(Path(path)),
-            "layout": ds.layout,
-            "view": view,
-            "n_total": int(total),
-            "n": int(n),
-            "latents": "raw",
-        },
-        encode_s=time.perf_counter() - t0,
+    return EvalData(h=h, z=z, names=names, dataset=info, encode_s=time.perf_counter() - t0)
+
+
+def encode_dataset(
+    run: Any,
+    path: str | Path,
+    n: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    progress: bool | None = None,
+    bf16: bool = False,
+) -> EvalData:
+    """Encode the first ``n`` (default all) images of a dataset (the ident3d store or an
+    original 3DIdent / Causal3DIdent folder; of a pairs dataset, the first view) in batches on
+    the run's device, and return them with the dataset's raw latents."""
+    if run.dgp is not None:
+        raise UsageError(
+            f"run {run.path} is a synthetic run: evaluate it with --data synthetic "
+            "(fresh samples of its own data-generating process)."
+        )
+    return encode_images(
+        path,
+        lambda x: run.encoder(run.preprocess(x)),
+        run.device,
+        n=n,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        bf16=bf16,
     )

@@ -93,6 +93,9 @@ def _source_line(report: dict[str, Any]) -> str:
         data = f"{ds.get('path')} ({ds.get('n')} of {ds.get('n_total')} images, {ds.get('layout')})"
     else:
         data = "arrays"
+    if "form" in src:  # an external encoder or embeddings (ident3d.eval.benchmark)
+        feat = f", features {src['features']}" if src.get("features") else ""
+        return f"{src['form']} {src.get('spec') or src.get('file')}{feat}; data: {data}"
     return f"run {run}, step {step}; data: {data}"
 
 
@@ -158,6 +161,9 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         ]
     elif lam:
         lines += ["## Learned lambda", "", ", ".join(f"{v:.3f}" for v in lam["learned"]), ""]
+    from ident3d.eval.baseline import baseline_markdown
+
+    lines += baseline_markdown(report)  # --baseline rows (nothing without them)
     lin = p["linear"]
     lines += [
         "## Protocol",

@@ -31,11 +31,15 @@ def evaluate_run(
     batch_size: int | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
+    bf16: bool = False,
+    baseline: bool = False,
 ) -> tuple[EvalResult, list[Path]]:
     """Load a run (directory or checkpoint), encode ``data`` (``"synthetic"`` or a dataset
     directory), compute every metric and write the report into ``out`` (default
     ``<run>/eval``, or ``<run>/eval-step-<8-digit step>`` for a checkpoint other than
-    ``last.pt``). Returns the result and the written files."""
+    ``last.pt``). ``bf16``: encode under bfloat16 autocast (CUDA). ``baseline``: add the
+    ``baselines`` rows (image runs; see :func:`ident3d.eval.baseline.baseline_rows`).
+    Returns the result and the written files."""
     from ident3d.train import load_run, pick_device
 
     if out is not None and Path(out).exists() and not Path(out).is_dir():
@@ -43,6 +47,10 @@ def evaluate_run(
     dev = pick_device(device)
     run = load_run(run_path, dev)
     _check_sizes(run, str(data), samples, kernel, kernel_fit, dev)
+    if baseline and str(data) == "synthetic":
+        raise UsageError("--baseline scores images: it needs --data DIR, not synthetic data")
+    if bf16 and str(data) == "synthetic":
+        raise UsageError("--bf16 is for image encoders on --data DIR")
     if str(data) == "synthetic":
         enc = encode_synthetic(
             run,
@@ -59,6 +67,7 @@ def evaluate_run(
             batch_size=batch_size or 256,
             num_workers=num_workers,
             progress=progress,
+            bf16=bf16,
         )
     true_lam = run.dgp.true_lambdas if run.dgp is not None else None
     spec = run.dgp.spec.to_dict() if run.dgp is not None else None
@@ -71,6 +80,7 @@ def evaluate_run(
         block_idx = default_blocks(enc.names, spec, None if true_lam is None else list(true_lam))
     else:
         block_idx = {}
+
     result = evaluate(
         enc.h,
         enc.z,
@@ -96,6 +106,34 @@ def evaluate_run(
     }
     rep["dataset"] = enc.dataset
     rep["timing"]["encode_s"] = enc.encode_s
+    if baseline:
+        from ident3d.eval.benchmark import add_baselines
+
+        def score(h: Any) -> EvalResult:  # the run's protocol on a baseline's encodings
+            return evaluate(
+                h,
+                enc.z,
+                enc.names,
+                fit_fraction=fit_fraction,
+                kernel=kernel,
+                kernel_fit=kernel_fit,
+                kernel_score=kernel_score,
+                device=dev,
+                blocks=block_idx or None,
+            )
+
+        add_baselines(
+            result,
+            data,
+            run.preprocess,
+            score,
+            dev,
+            n=enc.dataset["n"],
+            batch_size=batch_size or 256,
+            num_workers=num_workers,
+            seed=seed,
+            progress=progress,
+        )
     rep["device"] = str(dev)
     rep["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if out is None:  # RUN/eval for the last checkpoint, RUN/eval-step-<8-digit step> for another

@@ -54,7 +54,8 @@ Other entry points: :func:`commit_shard`, :func:`missing_shards`, :func:`is_comp
 :func:`read_manifest`, :func:`shard_range`, :func:`verify_dataset` (``ident3d verify``),
 :func:`check_shard_files` (the cheap check of ``ident3d info``),
 :func:`describe_dataset` (``ident3d info``), :func:`convert_original` (``ident3d convert``),
-:func:`export_original` (``ident3d export``), :func:`index_digits`, and the original-layout
+:func:`export_original` (``ident3d export``), :func:`export_hf` and :func:`export_webdataset`
+(``ident3d export --format hf | webdataset``), :func:`generation_command`, :func:`index_digits`, and the original-layout
 readers :func:`scan_original_layout`, :func:`decode_png` and :func:`read_class_names` (a split
 folder's ``class_names.json``, Causal3DIdent's names without one).
 
@@ -62,15 +63,21 @@ The package holds one concept per module: :mod:`~ident3d.store.format` (constant
 helpers), :mod:`~ident3d.store.manifest`, :mod:`~ident3d.store.writer`,
 :mod:`~ident3d.store.reader`, :mod:`~ident3d.store.verify`, :mod:`~ident3d.store.describe`,
 :mod:`~ident3d.store.layouts` (the original layouts, one module each),
-:mod:`~ident3d.store.convert`, :mod:`~ident3d.store.export`, :mod:`~ident3d.store.records`
-(per-shard commit records, lock-free commits) and :mod:`~ident3d.store.merge` (``ident3d merge``:
-records into the manifest). Everything public is re-exported here.
+:mod:`~ident3d.store.convert`, :mod:`~ident3d.store.export`, the ecosystem exports
+:mod:`~ident3d.store.export_hf`, :mod:`~ident3d.store.export_webdataset` (on
+:mod:`~ident3d.store.export_target` and :mod:`~ident3d.store.export_card`),
+:mod:`~ident3d.store.records` (per-shard commit records, lock-free commits) and
+:mod:`~ident3d.store.merge` (``ident3d merge``: records into the manifest). Everything public is
+re-exported here.
 """
 
 from ident3d.errors import DataError, UsageError
 from ident3d.store.convert import convert_original
 from ident3d.store.describe import describe_dataset
 from ident3d.store.export import export_original, index_digits
+from ident3d.store.export_card import generation_command
+from ident3d.store.export_hf import export_hf
+from ident3d.store.export_webdataset import export_webdataset
 from ident3d.store.format import (
     CAUSAL3DIDENT_CLASSES,
     COMPRESSIONS,
@@ -131,7 +138,10 @@ __all__ = [
     "decode_png",
     "deferred_merge",
     "describe_dataset",
+    "export_hf",
     "export_original",
+    "export_webdataset",
+    "generation_command",
     "index_digits",
     "is_complete",
     "manifest_lock",

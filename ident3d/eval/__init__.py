@@ -17,7 +17,7 @@ or all at once with :func:`evaluate_run`. :func:`compare` puts several reports s
 scores, the lambda comparison of AnInfoNCE runs, timings and where the numbers came from (run,
 checkpoint, step, dataset, sample counts).
 
-The package holds one concept per module: :mod:`~ident3d.eval.encode`,
+The package holds one concept per module: :mod:`~ident3d.eval.encode`, :mod:`~ident3d.eval.factors` (factor types and blocks),
 :mod:`~ident3d.eval.scoring` (:func:`evaluate`), :mod:`~ident3d.eval.report`,
 :mod:`~ident3d.eval.figures`, :mod:`~ident3d.eval.write`, :mod:`~ident3d.eval.run` (:func:`evaluate_run`) and
 :mod:`~ident3d.eval.comparison` (:func:`compare`). The public names are re-exported here.
@@ -31,8 +31,21 @@ from ident3d.eval.encode import (
     encode_synthetic,
     factor_names,
 )
-from ident3d.eval.figures import PLOT_POINTS, plot_lambdas, plot_predictions, plot_r2_bars
-from ident3d.eval.report import REPORT_FILE, REPORT_FORMAT, format_table, render_markdown
+from ident3d.eval.factors import FactorInfo, dataset_factors, factor_info
+from ident3d.eval.figures import (
+    PLOT_POINTS,
+    plot_blocks,
+    plot_lambdas,
+    plot_predictions,
+    plot_r2_bars,
+)
+from ident3d.eval.report import (
+    REPORT_FILE,
+    REPORT_FORMAT,
+    block_table,
+    format_table,
+    render_markdown,
+)
 from ident3d.eval.run import evaluate_run
 from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
 from ident3d.eval.write import write_report
@@ -44,15 +57,20 @@ __all__ = [
     "SYNTHETIC_SAMPLES",
     "EvalData",
     "EvalResult",
+    "FactorInfo",
+    "block_table",
     "compare",
+    "dataset_factors",
     "default_blocks",
     "encode_dataset",
     "encode_synthetic",
     "evaluate",
     "evaluate_run",
+    "factor_info",
     "factor_names",
     "format_table",
     "load_report",
+    "plot_blocks",
     "plot_lambdas",
     "plot_predictions",
     "plot_r2_bars",

@@ -16,6 +16,7 @@ import torch
 
 from ident3d import metrics
 from ident3d.errors import DataError, UsageError
+from ident3d.eval.factors import FactorInfo, dataset_factors
 
 #: Samples drawn for a synthetic run by default: 10,240 for kernel ridge to fit + 4,096 scored.
 SYNTHETIC_SAMPLES = metrics.KERNEL_FIT_SAMPLES + 4096
@@ -31,6 +32,7 @@ class EvalData:
     names: list[str]
     dataset: dict[str, Any]
     encode_s: float
+    factors: FactorInfo | None = None  # types and blocks (datasets: from the manifest)
 
 
 def factor_names(d: int, table: Sequence[dict[str, Any]] | None = None) -> list[str]:
@@ -156,6 +158,10 @@ def encode_dataset(
     z = lat[:n].astype(np.float64).reshape(n, -1)
     if not np.isfinite(z).all():
         raise DataError(f"{path} has NaN or infinite latents among its first {n} samples.")
+    cls = ds.source.classes()
+    z, info = dataset_factors(
+        path, z, factor_names(z.shape[1], table), None if cls is None else cls[:n], ds.class_names
+    )
     subset = torch.utils.data.Subset(ds, range(n)) if n < total else ds
     loader = data_mod.make_loader(
         subset,
@@ -182,7 +188,7 @@ def encode_dataset(
     return EvalData(
         h=h,
         z=z,
-        names=factor_names(z.shape[1], table),
+        names=info.names,
         dataset={
             "kind": "images",
             "path": str(Path(path)),
@@ -193,4 +199,5 @@ def encode_dataset(
             "latents": "raw",
         },
         encode_s=time.perf_counter() - t0,
+        factors=info,
     )

@@ -304,3 +304,21 @@ def test_cli_augment_on_synthetic_data_and_rotations_on_non_square(tmp_path, cap
         capsys,
     )  # fmt: skip
     assert code == 2 and "square images" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+def test_augment_on_cuda_matches_cpu():
+    """On the GPU: the views stay on the device and equal the CPU's on the same parameters."""
+    x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(
+        torch.uint8
+    )
+    cpu = Augment(AugmentSpec(crop_size=24, rotations=True), [0.5] * 3, [0.2] * 3, "cpu", (32, 32))
+    gpu = Augment(AugmentSpec(crop_size=24, rotations=True), [0.5] * 3, [0.2] * 3, "cuda", (32, 32))
+    p = cpu.sample(16, torch.Generator().manual_seed(1), torch.arange(16) % 4)
+    want = cpu.view(x, p)
+    got = gpu.view(x.cuda(), {k: v.cuda() for k, v in p.items()})
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=0)
+    g = torch.Generator(device="cuda").manual_seed(augment_seed(0, 1))
+    v1, v2 = gpu.pair(x.cuda(), g)
+    assert v1.device.type == "cuda" and v1.shape == (16, 3, 24, 24)

@@ -181,7 +181,8 @@ def dataset_factors(
     from its ``factor_table``, blocks from its ``pair_structure`` (else, for pairs rendered
     with ``--dims``, content = the factors the conditional kept, style = those it changed).
     With ``classes`` (one class index per sample) and no class factor in the table, the class
-    is appended as the discrete factor ``class``. Original folders have no manifest: all
+    is appended as the discrete factor ``class`` (in the ``content`` block of a ``--dims``
+    pairs dataset: both views show the same object). Original folders have no manifest: all
     their latents are continuous."""
     from ident3d.data import detect_layout
 
@@ -204,4 +205,6 @@ def dataset_factors(
         info.types.append("discrete")
         info.values.append([float(v) for v in range(k)])
         info.classes.append(list(class_names) if class_names else None)
+        if info.block_source == "conditional dims":  # one class per pair: shared, content
+            info.blocks["content"].append(len(info.names) - 1)
     return z, info

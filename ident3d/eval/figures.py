@@ -131,7 +131,9 @@ def plot_blocks(report: dict[str, Any]) -> Any:
     ones; a block with a role is labelled ``name (role)``, the theory's prediction beneath."""
     blocks = report["blocks"]
     labels = [
-        f"{name} ({b['role']}: {b.get('theory', '?')})" if "role" in b else name
+        (name if name == b["role"] else f"{name} ({b['role']})") + f"\n{b.get('theory', '')}"
+        if "role" in b
+        else name
         for name, b in blocks.items()
     ]
     series: dict[str, list[Any]] = {"linear R2": [b.get("r2") for b in blocks.values()]}

@@ -136,22 +136,26 @@ def test_known_answer_content_recovered_style_not(tmp_path, monkeypatch, capsys)
     assert "shared" in stdout and "recoverable" in stdout
 
 
-def test_dims_blocks_and_original_folders(tmp_path):
+def test_dims_blocks_with_a_class(tmp_path):
     # a pairs store rendered with --dims: content = the kept factors, style = the changed ones
     from ident3d.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["render", "--renderer", "mock", "--mode", "box", "--out", str(tmp_path / "d"),
               "--n", "6", "--resolution", "16", "--dims", "hue_object,hue_spot", "--quiet",
-              "--workers", "1"])  # fmt: skip
+              "--workers", "1", "--object", "teapot", "--object", "cube"])  # fmt: skip
     assert exc.value.code in (0, None)
     from ident3d.store import open_dataset
 
-    z = open_dataset(tmp_path / "d").raw_latents()[:, 0].astype(np.float64)
+    stored = open_dataset(tmp_path / "d")
+    z = stored.raw_latents()[:, 0].astype(np.float64)
     names = ev.factor_names(10)
-    z2, info = ev.dataset_factors(tmp_path / "d", z, names)
-    assert z2.shape == (6, 10) and info.types == ["continuous"] * 10
-    assert info.blocks == {"content": [0, 1, 2, 3, 4, 5, 6, 9], "style": [7, 8]}
+    z2, info = ev.dataset_factors(tmp_path / "d", z, names, stored.classes(), ["teapot", "cube"])
+    assert z2.shape == (6, 11) and info.types == ["continuous"] * 10 + ["discrete"]
+    assert np.array_equal(z2[:, 10], stored.classes()) and info.names[10] == "class"
+    assert info.classes[10] == ["teapot", "cube"] and info.values[10] == [0.0, 1.0]
+    # the class is shared by both views of a pair: content
+    assert info.blocks == {"content": [0, 1, 2, 3, 4, 5, 6, 9, 10], "style": [7, 8]}
     assert info.roles == {"content": "content", "style": "style"}
     assert info.block_source == "conditional dims"
 

@@ -320,5 +320,5 @@ def test_augment_on_cuda_matches_cpu():
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=0)
     g = torch.Generator(device="cuda").manual_seed(augment_seed(0, 1))
-    v1, v2 = gpu.pair(x.cuda(), g)
-    assert v1.device.type == "cuda" and v1.shape == (16, 3, 24, 24)
+    v1, v2_ = gpu.pair(x.cuda(), g)
+    assert v1.device.type == v2_.device.type == "cuda" and v1.shape == (16, 3, 24, 24)

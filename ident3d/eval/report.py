@@ -151,7 +151,13 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         lines += ["## Blocks", "", block_table(report, markdown=True), ""]
         if any("role" in b for b in report["blocks"].values()):
             lines += [
-                "Roles from the dataset's pair structure. The theory of multi-view contrastive "
+                (
+                    "Roles from the dataset's pair structure (manifest.json)."
+                    if report.get("blocks_from") != "conditional dims"
+                    else "Roles from the dataset's --dims render: content = the factors the "
+                    "conditional kept identical in both views, style = those it changed."
+                )
+                + " The theory of multi-view contrastive "
                 "learning predicts the content block recoverable from the encoding and the "
                 "style and view-specific blocks not (beyond what they share with the content "
                 "through dependencies).",

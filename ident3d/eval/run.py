@@ -102,6 +102,8 @@ def evaluate_run(
         "model": run.config.get("model", {}).get("kind"),
     }
     rep["dataset"] = enc.dataset
+    if roles and info is not None:  # where the blocks' roles came from
+        rep["blocks_from"] = info.block_source
     rep["timing"]["encode_s"] = enc.encode_s
     rep["device"] = str(dev)
     rep["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -132,6 +132,7 @@ def test_known_answer_content_recovered_style_not(tmp_path, monkeypatch, capsys)
     md = (out / "report.md").read_text()
     assert "| shared | content | recoverable | c0, c1, shape |" in md
     assert "accuracy (held-out, discrete factors) | 1.0000" in md
+    assert rep["blocks_from"] == "pair_structure" and "Roles from the dataset's pair" in md
     assert "blocks.png" in rep["figures"] and (out / "blocks.png").is_file()
     assert "shared" in stdout and "recoverable" in stdout
 

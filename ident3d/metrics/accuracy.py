@@ -67,39 +67,41 @@ def _fit_logistic(
     """Weights ``(d, m)`` and intercepts ``(m,)`` minimising scikit-learn's objective
     ``C * sum_i loss_i + 0.5 ||W||^2`` (intercept unpenalised), divided by ``C n`` for scale:
     the softmax cross-entropy over ``m = k`` classes, or for ``k = 2`` the binary logistic loss
-    with one weight vector (as ``LogisticRegression`` does). L-BFGS with a strong-Wolfe line
-    search in float64; returns the iterations used."""
+    with one weight vector (as ``LogisticRegression`` does). The loss and its analytic gradient
+    are computed in float64 torch (on ``x``'s device) and minimised by scipy's L-BFGS-B, the
+    solver behind scikit-learn's ``lbfgs`` (``torch.optim`` is not used: its first step imports
+    ``torch._dynamo``, seconds of start-up); returns the iterations used."""
+    from scipy.optimize import minimize
+
     n, d = x.shape
     m = 1 if k == 2 else k
-    w = torch.zeros(d, m, dtype=x.dtype, device=x.device, requires_grad=True)
-    b = torch.zeros(m, dtype=x.dtype, device=x.device, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [w, b],
-        lr=1.0,
-        max_iter=max_iter,
-        tolerance_grad=tol,
-        tolerance_change=1e-15,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
-    reg = 0.5 / (c * n)
+    xb = torch.cat([x, torch.ones((n, 1), dtype=x.dtype, device=x.device)], 1)
+    target = y.to(x.dtype)[:, None] if m == 1 else torch.nn.functional.one_hot(y, k).to(x.dtype)
+    reg = 1.0 / (c * n)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        logits = x @ w + b
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = torch.as_tensor(theta, dtype=x.dtype, device=x.device).view(d + 1, m)
+        z = xb @ w
         if m == 1:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits[:, 0], y.to(x.dtype), reduction="mean"
-            )
+            loss = (torch.nn.functional.softplus(z) - target * z).mean()
+            resid = torch.sigmoid(z) - target
         else:
-            loss = torch.nn.functional.cross_entropy(logits, y, reduction="mean")
-        loss = loss + reg * (w * w).sum()
-        loss.backward()
-        return loss
+            loss = (torch.logsumexp(z, 1) - (target * z).sum(1)).mean()
+            resid = torch.softmax(z, 1) - target
+        grad = xb.T @ resid / n
+        loss = loss + 0.5 * reg * (w[:d] * w[:d]).sum()
+        grad[:d] += reg * w[:d]
+        return float(loss), grad.reshape(-1).cpu().numpy().astype(np.float64)
 
-    opt.step(closure)
-    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
-    return w.detach(), b.detach(), iters
+    res = minimize(
+        fun,
+        np.zeros((d + 1) * m),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20},
+    )
+    w = torch.as_tensor(res.x, dtype=x.dtype, device=x.device).view(d + 1, m)
+    return w[:d], w[d], int(res.nit)
 
 
 def logistic_accuracy(
@@ -108,7 +110,7 @@ def logistic_accuracy(
     fit_fraction: float = 0.5,
     c: float = 1.0,
     max_iter: int = 1000,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
     device: str | torch.device | None = None,
     return_predictions: bool = False,
 ) -> AccuracyResult:
@@ -118,9 +120,10 @@ def logistic_accuracy(
     harness (``disentanglement_utils.linear_disentanglement(mode="accuracy")``) does with
     scikit-learn's ``LogisticRegression()``: L2 penalty with ``C = c`` (default 1.0),
     unpenalised intercept, softmax over the classes (binary logistic for two classes), fitted on
-    the raw encodings. Here it is solved in float64 torch with L-BFGS to a gradient tolerance
-    of ``tol`` (scikit-learn stops after 100 iterations by default; the optimum is the same
-    where it converges). ``labels`` are integer class indices, ``(N,)`` or ``(N, k)`` for ``k``
+    the raw encodings. Here it is solved with scipy's L-BFGS-B (scikit-learn's ``lbfgs``) on a
+    float64 torch loss and gradient, to a projected gradient of ``tol`` and at most
+    ``max_iter`` iterations (scikit-learn stops after 100 by default; the optimum is the
+    same where it converges). ``labels`` are integer class indices, ``(N,)`` or ``(N, k)`` for ``k``
     discrete factors; a label seen only among the scored samples can never be predicted (it
     counts as an error), and a factor with one label in the fit samples predicts it always.
     """
@@ -152,8 +155,7 @@ def logistic_accuracy(
         else:
             k = len(fit_classes)
             yt = torch.as_tensor(fit_codes, dtype=torch.int64, device=dev)
-            with torch.enable_grad():
-                w, b, it = _fit_logistic(x_fit, yt, k, float(c), int(max_iter), float(tol))
+            w, b, it = _fit_logistic(x_fit, yt, k, float(c), int(max_iter), float(tol))
             iters.append(it)
             logits = x_score @ w + b
             code = (logits[:, 0] > 0).long() if k == 2 else logits.argmax(1)

@@ -73,6 +73,8 @@ def evaluate_run(
         block_idx = default_blocks(enc.names, spec, None if true_lam is None else list(true_lam))
     elif info is not None:  # a dataset: the manifest's pair structure (or --dims) blocks
         block_idx, roles = dict(info.blocks), dict(info.roles)
+        if run.config.get("data", {}).get("views") == "augment":
+            roles = {}  # trained on augmentations: the rendered pairs' roles do not apply
     else:
         block_idx = {}
     result = evaluate(

@@ -233,3 +233,24 @@ def test_evaluate_with_types():
         ev.evaluate(h, z, factor_types=["continuous"])
     with pytest.raises(UsageError, match="no continuous factor"):
         ev.evaluate(h, z[:, 2:3], factor_types=["discrete"], kernel=False)
+
+
+def test_augment_runs_get_blocks_without_roles(tmp_path, monkeypatch, capsys):
+    """A run trained on augmentation views: the dataset's pair roles do not describe its
+    positive pairs, so its blocks are scored without a role or prediction."""
+    import ident3d.train
+
+    data = write_block_store(tmp_path / "data", n=40)
+    cfg = {"loss": {"name": "infonce"}, "model": {}, "data": {"views": "augment"}}
+    monkeypatch.setattr(
+        ident3d.train, "load_run", lambda path, dev: _FakeRun(Path(path), config=cfg)
+    )
+    code, _, err = _main(
+        ["eval", "--run", str(tmp_path / "run"), "--data", str(data), "--no-kernel",
+         "--out", str(tmp_path / "rep"), "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert set(rep["blocks"]) == {"shared", "looks", "own"}
+    assert all("role" not in b for b in rep["blocks"].values()) and "blocks_from" not in rep

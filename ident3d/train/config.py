@@ -425,8 +425,11 @@ def _resolve_dataset(cfg: dict[str, Any], user: dict[str, Any]) -> None:
     views = d.get("views", "pairs")
     if views not in VIEWS:
         raise UsageError(f"unknown views {views!r}; choose pairs or augment")
-    if views != "augment" and ((user.get("data") or {}).get("augment") or {}):
-        key = sorted((user.get("data") or {})["augment"])[0]
+    given = (user.get("data") or {}).get("augment") or {}
+    defaults = AugmentSpec().to_config()
+    changed = sorted(k for k, v in given.items() if v != defaults.get(k))
+    if views != "augment" and changed:  # a run's own config.json repeats the defaults: fine
+        key = changed[0]
         raise UsageError(
             f"data.augment.{key} (--crop-size, --crop-scale, --rotations) applies to "
             "--views augment only"

@@ -322,3 +322,15 @@ def test_augment_on_cuda_matches_cpu():
     g = torch.Generator(device="cuda").manual_seed(augment_seed(0, 1))
     v1, v2_ = gpu.pair(x.cuda(), g)
     assert v1.device.type == v2_.device.type == "cuda" and v1.shape == (16, 3, 24, 24)
+
+
+def test_a_pairs_runs_config_json_is_a_valid_config(tmp_path):
+    """A dataset run's config.json repeats the augment defaults with views 'pairs': reading it
+    back with --config must not count as asking for augmentations."""
+    from ident3d.train import resolve_config
+
+    path = _store(tmp_path / "d", "pairs", n=8, size=16)
+    cfg = resolve_config({"data": {"kind": "dataset", "path": str(path)}, "batch_size": 4})
+    assert cfg["data"]["views"] == "pairs" and cfg["data"]["augment"]["crop_size"] == "auto"
+    again = resolve_config(cfg)
+    assert again["data"]["views"] == "pairs" and again["data"]["pairs"] == "exact"

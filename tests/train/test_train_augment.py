@@ -215,12 +215,14 @@ def _cfg(path, **data):
     )
 
 
-@pytest.mark.parametrize("kind", ["images", "pairs"])
-def test_source_batches_are_augmented_and_seeded(tmp_path, kind):
+@pytest.mark.parametrize(
+    ("kind", "resident"), [("images", False), ("pairs", False), ("images", True), ("pairs", True)]
+)
+def test_source_batches_are_augmented_and_seeded(tmp_path, kind, resident):
     from ident3d.train.sources import DatasetSource
 
     path = _store(tmp_path / "d", kind)
-    cfg = _cfg(path, augment={"crop_size": 16, "rotations": True})
+    cfg = _cfg(path, augment={"crop_size": 16, "rotations": True}, resident=resident)
     assert cfg["data"]["pairs"] == ("exact" if kind == "pairs" else "none")
     src = DatasetSource(cfg, torch.device("cpu"))
     a1, a2 = src.next_batch(0)
@@ -228,6 +230,7 @@ def test_source_batches_are_augmented_and_seeded(tmp_path, kind):
     src2 = DatasetSource(cfg, torch.device("cpu"))
     b1, b2 = src2.next_batch(0)
     assert torch.equal(a1, b1) and torch.equal(a2, b2)  # a function of (seed, step)
+    assert src.resident == resident
     x, z = src.eval_set()
     assert x.shape == (24, 3, 32, 32) and z.shape == (24, 10)  # eval: unaugmented images
 

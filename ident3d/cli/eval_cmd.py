@@ -252,11 +252,7 @@ def eval_(
         click.echo(f"run {src['run']} step {src['step']}, {rep['n_samples']} samples")
     click.echo(ev.format_table(rep))
     if rep.get("blocks"):
-        for name, b in rep["blocks"].items():
-            k = b.get("kernel_r2")
-            click.echo(
-                f"block {name}: linear R2 {b['r2']:.4f}" + (f", kernel R2 {k:.4f}" if k else "")
-            )
+        click.echo(ev.block_table(rep))
     lam = rep.get("lambda")
     if lam and "true" in lam:
         click.echo(

@@ -194,6 +194,30 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
 @click.option(
     "--eval-data", default=None, help="Dataset for periodic evaluation (default: the training set)."
 )
+@click.option(
+    "--views",
+    type=click.Choice(["pairs", "augment"]),
+    default=None,
+    help="Positive pairs of a dataset: the rendered/kNN pairs (default) or two augmentations "
+    "of one image (crop, flip, colour jitter, grayscale; on the training device).",
+)
+@click.option(
+    "--crop-size",
+    type=int,
+    default=None,
+    help="--views augment: RandomResizedCrop output size (default: the dataset's resolution).",
+)
+@click.option(
+    "--crop-scale",
+    type=click.Choice(["small", "large"]),
+    default=None,
+    help="--views augment: crop area scale (0.08, 1) 'small' (default) or (0.8, 1) 'large'.",
+)
+@click.option(
+    "--rotations/--no-rotations",
+    default=None,
+    help="--views augment: rotate the two views by two distinct multiples of 90 degrees.",
+)
 # loop
 @click.option(
     "--checkpoint-every", type=int, default=None, help="Steps between checkpoints (default 1000)."
@@ -305,6 +329,17 @@ def train(**o: Any) -> None:
         ("resident", "resident"),
     ):
         _put(user, "data", key, o[flag])
+    _put(user, "data", "views", o["views"])
+    if o["crop_scale"] is not None:
+        from ident3d.train.augment import CROP_SCALES
+
+        _put(
+            user.setdefault("data", {}), "augment", "crop_scale", list(CROP_SCALES[o["crop_scale"]])
+        )
+    if o["crop_size"] is not None:
+        _put(user.setdefault("data", {}), "augment", "crop_size", o["crop_size"])
+    if o["rotations"] is not None:
+        _put(user.setdefault("data", {}), "augment", "rotations", o["rotations"])
     for flag in (
         "checkpoint_every",
         "eval_every",

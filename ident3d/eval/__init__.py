@@ -17,7 +17,7 @@ or all at once with :func:`evaluate_run`. :func:`compare` puts several reports s
 scores, the lambda comparison of AnInfoNCE runs, timings and where the numbers came from (run,
 checkpoint, step, dataset, sample counts).
 
-The package holds one concept per module: :mod:`~ident3d.eval.encode`,
+The package holds one concept per module: :mod:`~ident3d.eval.encode`, :mod:`~ident3d.eval.factors` (factor types and blocks),
 :mod:`~ident3d.eval.scoring` (:func:`evaluate`), :mod:`~ident3d.eval.report`,
 :mod:`~ident3d.eval.figures`, :mod:`~ident3d.eval.write`, :mod:`~ident3d.eval.run` (:func:`evaluate_run`) and
 :mod:`~ident3d.eval.comparison` (:func:`compare`); encoders ident3d did not train:
@@ -42,9 +42,22 @@ from ident3d.eval.encode import (
     factor_names,
 )
 from ident3d.eval.external import ExternalEncoder, load_encoder, load_state_dict_file
-from ident3d.eval.figures import PLOT_POINTS, plot_lambdas, plot_predictions, plot_r2_bars
+from ident3d.eval.factors import FactorInfo, dataset_factors, factor_info
+from ident3d.eval.figures import (
+    PLOT_POINTS,
+    plot_blocks,
+    plot_lambdas,
+    plot_predictions,
+    plot_r2_bars,
+)
 from ident3d.eval.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from ident3d.eval.report import REPORT_FILE, REPORT_FORMAT, format_table, render_markdown
+from ident3d.eval.report import (
+    REPORT_FILE,
+    REPORT_FORMAT,
+    block_table,
+    format_table,
+    render_markdown,
+)
 from ident3d.eval.run import evaluate_run
 from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
 from ident3d.eval.write import write_report
@@ -60,9 +73,12 @@ __all__ = [
     "EvalData",
     "EvalResult",
     "ExternalEncoder",
+    "FactorInfo",
     "Preprocess",
     "baseline_rows",
+    "block_table",
     "compare",
+    "dataset_factors",
     "dataset_latents",
     "default_blocks",
     "encode_dataset",
@@ -71,6 +87,7 @@ __all__ = [
     "evaluate",
     "evaluate_encoder",
     "evaluate_run",
+    "factor_info",
     "factor_names",
     "format_baselines",
     "format_table",
@@ -78,6 +95,7 @@ __all__ = [
     "load_encoder",
     "load_report",
     "load_state_dict_file",
+    "plot_blocks",
     "plot_lambdas",
     "plot_predictions",
     "plot_r2_bars",

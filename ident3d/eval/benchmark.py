@@ -18,6 +18,7 @@ from torch import nn
 from ident3d.errors import DataError, UsageError
 from ident3d.eval.encode import EvalData, dataset_latents, encode_images
 from ident3d.eval.external import ExternalEncoder, _one_line, load_encoder
+from ident3d.eval.factors import scoring_kwargs
 from ident3d.eval.preprocess import Preprocess
 from ident3d.eval.scoring import EvalResult, evaluate, resolve_blocks
 from ident3d.eval.write import write_report
@@ -119,7 +120,8 @@ def evaluate_encoder(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
     dev = pick_device(device)
-    ds, z, names, info = dataset_latents(data, samples)
+    ds, z, factors, info = dataset_latents(data, samples)
+    names = factors.names
     n = info["n"]
     _check_kernel_memory(n, kernel, kernel_fit, dev)
     preprocess: Preprocess | None = None
@@ -140,7 +142,12 @@ def evaluate_encoder(
         t0 = time.perf_counter()
         h_all, source = load_embeddings(embeddings, info["n_total"], embeddings_key)
         enc = EvalData(
-            h=h_all[:n], z=z, names=names, dataset=info, encode_s=time.perf_counter() - t0
+            h=h_all[:n],
+            z=z,
+            names=names,
+            dataset=info,
+            encode_s=time.perf_counter() - t0,
+            factors=factors,
         )
     else:
         if embeddings_key is not None:
@@ -176,7 +183,10 @@ def evaluate_encoder(
             dtype="bfloat16 autocast" if bf16 else "float32",
             num_workers=int(num_workers),
         )
-    block_idx = resolve_blocks(blocks, enc.names) if blocks else None
+    factor_kw = scoring_kwargs(enc.factors, enc.z)  # types, labels, the manifest's blocks
+    if blocks:  # --block overrides the manifest's blocks (and their roles)
+        factor_kw["blocks"] = resolve_blocks(blocks, enc.names)
+        factor_kw.pop("block_roles", None)
 
     def score(h: np.ndarray) -> EvalResult:
         return evaluate(
@@ -188,7 +198,7 @@ def evaluate_encoder(
             kernel_fit=kernel_fit,
             kernel_score=kernel_score,
             device=dev,
-            blocks=block_idx,
+            **factor_kw,
         )
 
     result = score(enc.h)
@@ -197,6 +207,8 @@ def evaluate_encoder(
     rep["preprocessing"] = preprocess.to_dict() if preprocess is not None else None
     rep["encode"] = encode_rec
     rep["dataset"] = enc.dataset
+    if factor_kw.get("block_roles") and enc.factors is not None:  # where the roles came from
+        rep["blocks_from"] = enc.factors.block_source
     rep["timing"]["encode_s"] = enc.encode_s
     if baseline:
         add_baselines(

@@ -17,6 +17,7 @@ import torch
 
 from ident3d import metrics
 from ident3d.errors import DataError, UsageError
+from ident3d.eval.factors import FactorInfo, dataset_factors
 
 #: Samples drawn for a synthetic run by default: 10,240 for kernel ridge to fit + 4,096 scored.
 SYNTHETIC_SAMPLES = metrics.KERNEL_FIT_SAMPLES + 4096
@@ -32,6 +33,7 @@ class EvalData:
     names: list[str]
     dataset: dict[str, Any]
     encode_s: float
+    factors: FactorInfo | None = None  # types and blocks (datasets: from the manifest)
 
 
 def factor_names(d: int, table: Sequence[dict[str, Any]] | None = None) -> list[str]:
@@ -119,10 +121,11 @@ def _open_images(path: str | Path) -> tuple[Any, int | None, list[dict[str, Any]
 
 def dataset_latents(
     path: str | Path, n: int | None = None
-) -> tuple[Any, np.ndarray, list[str], dict[str, Any]]:
+) -> tuple[Any, np.ndarray, FactorInfo, dict[str, Any]]:
     """Open a dataset for evaluation: the torch dataset (first view of pairs), its first ``n``
-    (default all) raw latents as float64 ``(n, d)``, their names and the report's ``dataset``
-    record. Checked: enough samples, latents present and finite."""
+    (default all) raw latents as float64 ``(n, d)`` (with the class appended as a discrete
+    factor for multi-class datasets), their :class:`FactorInfo` (names, types, blocks) and the
+    report's ``dataset`` record. Checked: enough samples, latents present and finite."""
     from ident3d.train.config import open_checked
 
     opened: dict[str, Any] = {}
@@ -147,6 +150,10 @@ def dataset_latents(
     z = lat[:n].astype(np.float64).reshape(n, -1)
     if not np.isfinite(z).all():
         raise DataError(f"{path} has NaN or infinite latents among its first {n} samples.")
+    cls = ds.source.classes()
+    z, factors = dataset_factors(
+        path, z, factor_names(z.shape[1], table), None if cls is None else cls[:n], ds.class_names
+    )
     info = {
         "kind": "images",
         "path": str(Path(path)),
@@ -156,7 +163,7 @@ def dataset_latents(
         "n": int(n),
         "latents": "raw",
     }
-    return ds, z, factor_names(z.shape[1], table), info
+    return ds, z, factors, info
 
 
 def encode_images(
@@ -176,7 +183,7 @@ def encode_images(
     from ident3d import data as data_mod
     from ident3d.train.config import READ_ERRORS, data_read_error
 
-    ds, z, names, info = dataset_latents(path, n)
+    ds, z, factors, info = dataset_latents(path, n)
     n, total = info["n"], info["n_total"]
     if bf16 and device.type != "cuda":
         raise UsageError(f"--bf16 needs a CUDA device (encoding runs on {device})")
@@ -204,7 +211,14 @@ def encode_images(
     h = torch.cat(hs).double().cpu().numpy()
     if seen != n:  # pragma: no cover - a loader that skips samples would be a bug
         raise RuntimeError(f"encoded {seen} images, expected {n}")
-    return EvalData(h=h, z=z, names=names, dataset=info, encode_s=time.perf_counter() - t0)
+    return EvalData(
+        h=h,
+        z=z,
+        names=factors.names,
+        dataset=info,
+        encode_s=time.perf_counter() - t0,
+        factors=factors,
+    )
 
 
 def encode_dataset(

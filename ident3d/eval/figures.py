@@ -100,6 +100,8 @@ def plot_r2_bars(report: dict[str, Any]) -> Any:
     if report.get("kernel_r2") is not None:
         series["kernel R2"] = [f["kernel_r2"] for f in pf]
     series["|r| (MCC match)"] = [f["mcc_pearson"] for f in pf]
+    if report.get("accuracy") is not None:  # discrete factors: held-out accuracy
+        series["accuracy (discrete)"] = [f.get("accuracy") for f in pf]
     fig = _figure(max(6.0, 0.75 * len(pf) + 2), 4.0)
     ax = fig.add_subplot(1, 1, 1)
     _bars(ax, [f["name"] for f in pf], series, "score")
@@ -120,5 +122,28 @@ def plot_lambdas(lam: dict[str, Any]) -> Any:
     ax.set_xlabel("true Lambda")
     ax.set_ylabel("learned lambda (matched dim)")
     ax.set_title(f"mean rel. error {_fmt(lam['mean_relative_error'], 3)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_blocks(report: dict[str, Any]) -> Any:
+    """Per block: linear and kernel R^2 of its continuous factors, accuracy of its discrete
+    ones; a block with a role is labelled ``name (role)``, the theory's prediction beneath."""
+    blocks = report["blocks"]
+    labels = [
+        (name if name == b["role"] else f"{name} ({b['role']})") + f"\n{b.get('theory', '')}"
+        if "role" in b
+        else name
+        for name, b in blocks.items()
+    ]
+    series: dict[str, list[Any]] = {"linear R2": [b.get("r2") for b in blocks.values()]}
+    if any(b.get("kernel_r2") is not None for b in blocks.values()):
+        series["kernel R2"] = [b.get("kernel_r2") for b in blocks.values()]
+    if any("accuracy" in b for b in blocks.values()):
+        series["accuracy"] = [b.get("accuracy") for b in blocks.values()]
+    fig = _figure(max(5.0, 1.6 * len(blocks) + 2.5), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    _bars(ax, labels, series, "score")
+    ax.set_title("blocks: " + _source_line(report), fontsize=8)
     fig.tight_layout()
     return fig

@@ -57,21 +57,28 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool)
 
 def _factor_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     has_kernel = report.get("kernel_r2") is not None
+    has_acc = report.get("accuracy") is not None
     header = ["#", "factor", "linear R2"]
     if has_kernel:
         header.append("kernel R2")
     header += ["|r| Pearson", "|r| Spearman", "matched dim"]
+    if has_acc:
+        header += ["accuracy", "chance"]
     rows = []
     for f in report["per_factor"]:
         row = [f["index"], f["name"], f["linear_r2"]]
         if has_kernel:
             row.append(f["kernel_r2"])
         row += [f["mcc_pearson"], f["mcc_spearman"], f["matched_dim_pearson"]]
+        if has_acc:
+            row += [f.get("accuracy"), f.get("chance")]
         rows.append(row)
     mean = ["", "mean", report["linear_r2"]]
     if has_kernel:
         mean.append(report["kernel_r2"])
     mean += [report["mcc_pearson"], report["mcc_spearman"], ""]
+    if has_acc:
+        mean += [report["accuracy"], ""]
     rows.append(mean)
     return header, rows
 
@@ -79,6 +86,23 @@ def _factor_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def format_table(report: dict[str, Any], markdown: bool = False) -> str:
     """The per-factor table of a report (plain text for the terminal, or markdown)."""
     header, rows = _factor_rows(report)
+    return _table(header, rows, markdown)
+
+
+def block_table(report: dict[str, Any], markdown: bool = False) -> str:
+    """The blocks of a report: factors, role and the theory's prediction (when the blocks
+    come from a pair structure), linear and kernel R^2, accuracy of discrete factors."""
+    blocks = report["blocks"]
+    has_role = any("role" in b for b in blocks.values())
+    has_acc = any("accuracy" in b for b in blocks.values())
+    header = ["block"] + (["role", "theory"] if has_role else []) + ["factors", "linear R2"]
+    header += ["kernel R2"] + (["accuracy"] if has_acc else [])
+    rows = []
+    for name, b in blocks.items():
+        row = [name] + ([b.get("role"), b.get("theory")] if has_role else [])
+        row += [", ".join(report["per_factor"][c]["name"] for c in b["factors"]), b.get("r2")]
+        row += [b.get("kernel_r2")] + ([b.get("accuracy")] if has_acc else [])
+        rows.append(row)
     return _table(header, rows, markdown)
 
 
@@ -111,6 +135,11 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
                 ["kernel R2 (held-out)", report["kernel_r2"]],
                 ["MCC Pearson", report["mcc_pearson"]],
                 ["MCC Spearman", report["mcc_spearman"]],
+                *(
+                    [["accuracy (held-out, discrete factors)", report["accuracy"]]]
+                    if report.get("accuracy") is not None
+                    else []
+                ),
                 ["samples", report["n_samples"]],
             ],
             markdown=True,
@@ -122,21 +151,21 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         "",
     ]
     if report.get("blocks"):
-        rows = [
-            [
-                name,
-                ", ".join(report["per_factor"][c]["name"] for c in b["factors"]),
-                b["r2"],
-                b.get("kernel_r2"),
+        lines += ["## Blocks", "", block_table(report, markdown=True), ""]
+        if any("role" in b for b in report["blocks"].values()):
+            lines += [
+                (
+                    "Roles from the dataset's pair structure (manifest.json)."
+                    if report.get("blocks_from") != "conditional dims"
+                    else "Roles from the dataset's --dims render: content = the factors the "
+                    "conditional kept identical in both views, style = those it changed."
+                )
+                + " The theory of multi-view contrastive "
+                "learning predicts the content block recoverable from the encoding and the "
+                "style and view-specific blocks not (beyond what they share with the content "
+                "through dependencies).",
+                "",
             ]
-            for name, b in report["blocks"].items()
-        ]
-        lines += [
-            "## Blocks",
-            "",
-            _table(["block", "factors", "linear R2", "kernel R2"], rows, markdown=True),
-            "",
-        ]
     lam = report.get("lambda")
     if lam and "true" in lam:
         rows = [
@@ -182,6 +211,14 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
             f", scored on the next {k['n_score']}."
         )
     lines.append(f"- MCC: mean |correlation| after Hungarian matching, {p['mcc']['n']} samples.")
+    if "accuracy" in p:
+        a = p["accuracy"]
+        lines.append(
+            f"- accuracy (discrete factors {', '.join(a['factors'])}): multinomial logistic "
+            f"regression (L2, C = 1), fitted on the first {a['n_fit']} samples, scored on the "
+            f"other {a['n_score']}; chance = always the most frequent fit label. Discrete "
+            "factors are left out of the R2 and MCC scores."
+        )
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

@@ -74,10 +74,16 @@ def evaluate_run(
     lambda_dims = None
     if spec is not None and spec.get("dims") is not None:
         lambda_dims = [int(i) for i in spec["dims"]]
+    info = enc.factors
+    roles: dict[str, str] = {}
     if blocks:
         block_idx = resolve_blocks(blocks, enc.names)
     elif spec is not None:
         block_idx = default_blocks(enc.names, spec, None if true_lam is None else list(true_lam))
+    elif info is not None:  # a dataset: the manifest's pair structure (or --dims) blocks
+        block_idx, roles = dict(info.blocks), dict(info.roles)
+        if run.config.get("data", {}).get("views") == "augment":
+            roles = {}  # trained on augmentations: the rendered pairs' roles do not apply
     else:
         block_idx = {}
 
@@ -94,6 +100,9 @@ def evaluate_run(
         true_lambdas=true_lam if run.lambdas is not None else None,
         lambda_dims=lambda_dims,
         blocks=block_idx or None,
+        factor_types=info.types if info is not None else None,
+        block_roles=roles or None,
+        labels=info.labels(enc.z) if info is not None and info.discrete else None,
     )
     rep = result.report
     ck = Path(run_path)
@@ -105,6 +114,8 @@ def evaluate_run(
         "model": run.config.get("model", {}).get("kind"),
     }
     rep["dataset"] = enc.dataset
+    if roles and info is not None:  # where the blocks' roles came from
+        rep["blocks_from"] = info.block_source
     rep["timing"]["encode_s"] = enc.encode_s
     if baseline:
         from ident3d.eval.benchmark import add_baselines
@@ -120,6 +131,9 @@ def evaluate_run(
                 kernel_score=kernel_score,
                 device=dev,
                 blocks=block_idx or None,
+                factor_types=info.types if info is not None else None,
+                block_roles=roles or None,
+                labels=info.labels(enc.z) if info is not None and info.discrete else None,
             )
 
         add_baselines(

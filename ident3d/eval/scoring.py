@@ -115,6 +115,9 @@ def evaluate(
     true_lambdas: np.ndarray | Sequence[float] | None = None,
     lambda_dims: Sequence[int] | None = None,
     blocks: dict[str, list[int]] | None = None,
+    factor_types: Sequence[str] | None = None,
+    block_roles: dict[str, str] | None = None,
+    labels: np.ndarray | None = None,
 ) -> EvalResult:
     """Every metric of :mod:`ident3d.metrics` on encodings ``h`` and factors ``z``.
 
@@ -125,7 +128,14 @@ def evaluate(
     - Pearson and Spearman MCC on all samples, with their matchings;
     - block R^2 (linear; kernel too when computed) for ``blocks`` (name -> factor columns);
     - learned lambdas (one per encoding dim) against ``true_lambdas`` (for the factors
-      ``lambda_dims``, default all), matched through the Pearson MCC matching.
+      ``lambda_dims``, default all), matched through the Pearson MCC matching;
+    - ``factor_types`` (per column ``continuous``, the default, or ``discrete``): discrete
+      factors are scored by the held-out accuracy of multinomial logistic regression
+      (:func:`ident3d.metrics.logistic_accuracy`, same split as the linear R^2) on ``labels``
+      (class indices ``(N, k)`` of the ``k`` discrete columns; default: the rounded values),
+      and left out of the R^2 and MCC scores, which cover the continuous ones;
+    - ``block_roles`` (block name -> ``content`` | ``style`` | ``view``) labels blocks with
+      their role and the theory's prediction for it.
     """
     ht = metrics.as_float64(h, "encodings h")
     zt = metrics.as_float64(z, "factors z")
@@ -137,11 +147,29 @@ def evaluate(
     names = list(names) if names is not None else [f"z{i}" for i in range(d_z)]
     if len(names) != d_z:
         raise UsageError(f"{len(names)} factor names for {d_z} factors.")
+    types = ["continuous"] * d_z if factor_types is None else [str(t) for t in factor_types]
+    if len(types) != d_z or any(t not in ("continuous", "discrete") for t in types):
+        raise UsageError(
+            f"factor_types must give 'continuous' or 'discrete' for each of the {d_z} factors."
+        )
+    cont = [i for i, t in enumerate(types) if t == "continuous"]
+    disc = [i for i, t in enumerate(types) if t == "discrete"]
+    if not cont:
+        raise UsageError("no continuous factor to score: R^2 and MCC need at least one.")
+    pos = {c: j for j, c in enumerate(cont)}  # factor column -> column of the continuous part
+    zc = zt[:, cont] if disc else zt
     timing: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    lin = metrics.linear_r2(ht, zt, fit_fraction=fit_fraction, return_predictions=True)
+    lin = metrics.linear_r2(ht, zc, fit_fraction=fit_fraction, return_predictions=True)
     timing["linear_s"] = time.perf_counter() - t0
+
+    acc = None
+    if disc:
+        y = np.rint(zt[:, disc].cpu().numpy()).astype(np.int64) if labels is None else labels
+        t0 = time.perf_counter()
+        acc = metrics.logistic_accuracy(ht, y, fit_fraction=fit_fraction)
+        timing["accuracy_s"] = time.perf_counter() - t0
 
     ker = None
     kernel_protocol: dict[str, Any] = {"skipped": "disabled (--no-kernel)"}
@@ -160,7 +188,7 @@ def evaluate(
         t0 = time.perf_counter()
         ker = metrics.kernel_r2(
             ht.to(dev) if dev is not None else ht,
-            zt.to(dev) if dev is not None else zt,
+            zc.to(dev) if dev is not None else zc,
             n_fit=fit,
             n_score=kernel_score,
             device=dev,
@@ -181,26 +209,53 @@ def evaluate(
         }
 
     t0 = time.perf_counter()
-    pear = metrics.mcc(ht, zt, "pearson")
-    spear = metrics.mcc(ht, zt, "spearman")
+    pear = metrics.mcc(ht, zc, "pearson")
+    spear = metrics.mcc(ht, zc, "spearman")
     timing["mcc_s"] = time.perf_counter() - t0
 
+    def _full(values: Sequence[Any], missing: Any) -> list[Any]:
+        """Per continuous factor -> per factor column (``missing`` for discrete ones)."""
+        return [values[pos[i]] if i in pos else missing for i in range(d_z)]
+
+    match_p, match_s = _full(pear.matching, -1), _full(spear.matching, -1)
     per_factor = []
     for i, name in enumerate(names):
-        row: dict[str, Any] = {
-            "index": i,
-            "name": name,
-            "linear_r2": lin.per_factor[i],
-            "kernel_r2": ker.per_factor[i] if ker else None,
-            "mcc_pearson": pear.per_factor[i],
-            "mcc_spearman": spear.per_factor[i],
-            "matched_dim_pearson": pear.matching[i],
-            "matched_dim_spearman": spear.matching[i],
-            "sign_pearson": pear.signs[i],
-        }
-        if ker:
-            row["kernel_alpha"] = ker.params["alpha"][i]
-            row["kernel_gamma"] = ker.params["gamma"][i]
+        row: dict[str, Any]
+        if i in pos:
+            j = pos[i]
+            row = {
+                "index": i,
+                "name": name,
+                "type": "continuous",
+                "linear_r2": lin.per_factor[j],
+                "kernel_r2": ker.per_factor[j] if ker else None,
+                "mcc_pearson": pear.per_factor[j],
+                "mcc_spearman": spear.per_factor[j],
+                "matched_dim_pearson": pear.matching[j],
+                "matched_dim_spearman": spear.matching[j],
+                "sign_pearson": pear.signs[j],
+            }
+            if ker:
+                row["kernel_alpha"] = ker.params["alpha"][j]
+                row["kernel_gamma"] = ker.params["gamma"][j]
+        else:
+            assert acc is not None
+            k = disc.index(i)
+            row = {
+                "index": i,
+                "name": name,
+                "type": "discrete",
+                "linear_r2": None,
+                "kernel_r2": None,
+                "mcc_pearson": None,
+                "mcc_spearman": None,
+                "matched_dim_pearson": None,
+                "matched_dim_spearman": None,
+                "sign_pearson": None,
+                "accuracy": acc.per_factor[k],
+                "chance": acc.chance[k],
+                "n_classes": acc.n_classes[k],
+            }
         per_factor.append(row)
 
     report: dict[str, Any] = {
@@ -209,6 +264,7 @@ def evaluate(
         "kernel_r2": ker.mean if ker else None,
         "mcc_pearson": pear.mean,
         "mcc_spearman": spear.mean,
+        "accuracy": acc.mean if acc else None,
         "n_samples": int(n),
         "encoding_dim": int(ht.shape[1]),
         "factor_dim": int(d_z),
@@ -228,18 +284,24 @@ def evaluate(
                 "n": int(n),
             },
         },
-        "mcc_matching": {"pearson": pear.matching, "spearman": spear.matching},
+        "mcc_matching": {"pearson": match_p, "spearman": match_s},
         "timing": timing,
     }
+    if acc is not None:
+        report["protocol"]["accuracy"] = {
+            "method": "multinomial logistic regression (L2, C = 1, intercept), encodings -> "
+            "each discrete factor; held-out accuracy",
+            "fit_fraction": fit_fraction,
+            "n_fit": acc.n_fit,
+            "n_score": acc.n_score,
+            "chance": "accuracy of always predicting the fit samples' most frequent label",
+            "factors": [names[i] for i in disc],
+        }
 
     if blocks:
-        # per-factor regressions are independent: a block's linear score is the mean of its
-        # factors' scores (computed again by block_r2 for the record), its kernel score too
-        bl = metrics.block_r2(ht, zt, blocks, "linear", fit_fraction=fit_fraction).blocks
-        if ker:
-            for name, cols in blocks.items():
-                bl[name]["kernel_r2"] = float(np.mean([ker.per_factor[c] for c in cols]))
-        report["blocks"] = bl
+        report["blocks"] = _score_blocks(
+            ht, zt, blocks, pos, disc, ker, acc, fit_fraction, block_roles or {}
+        )
 
     if learned_lambdas is not None:
         lam_report: dict[str, Any] = {"learned": [float(v) for v in np.ravel(learned_lambdas)]}
@@ -248,14 +310,13 @@ def evaluate(
             true = np.asarray(true_lambdas, dtype=np.float64).ravel()
             if len(dims) != len(true):
                 raise DataError(f"{len(true)} true Lambda values for {len(dims)} factors.")
-            match = [pear.matching[i] for i in dims]
+            match = [match_p[i] for i in dims]
             if all(m >= 0 for m in match):
                 cmp_ = metrics.compare_lambdas(learned_lambdas, true, match)
                 lam_report.update(cmp_.to_dict())
                 lam_report["factors"] = [names[i] for i in dims]
                 lam_report["matched_by"] = "Pearson MCC matching"
         report["lambda"] = lam_report
-
     result = EvalResult(report=_clean(report))
     result.predictions["linear"] = lin.predictions
     result.targets["linear"] = lin.targets
@@ -263,3 +324,54 @@ def evaluate(
         result.predictions["kernel"] = ker.predictions
         result.targets["kernel"] = ker.targets
     return result
+
+
+def _score_blocks(
+    ht: torch.Tensor,
+    zt: torch.Tensor,
+    blocks: dict[str, list[int]],
+    pos: dict[int, int],
+    disc: list[int],
+    ker: Any,
+    acc: Any,
+    fit_fraction: float,
+    roles: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """Per block: its factors, the mean linear (and kernel) R^2 of its continuous factors,
+    the mean accuracy of its discrete ones, and its role with the theory's prediction."""
+    from ident3d.eval.factors import THEORY
+
+    cont_blocks = {k: [c for c in v if c in pos] for k, v in blocks.items()}
+    cont_blocks = {k: v for k, v in cont_blocks.items() if v}
+    # per-factor regressions are independent: a block's linear score is the mean of its
+    # factors' scores (computed again by block_r2 for the record), its kernel score too
+    bl = (
+        metrics.block_r2(ht, zt, cont_blocks, "linear", fit_fraction=fit_fraction).blocks
+        if cont_blocks
+        else {}
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for name, cols in blocks.items():
+        b = bl.get(name, {})
+        per = dict(zip(b.get("factors", []), b.get("per_factor", []), strict=True))
+        entry: dict[str, Any] = {
+            "factors": [int(c) for c in cols],
+            "r2": b.get("r2"),
+            "per_factor": [per.get(int(c)) for c in cols],
+            "kernel_r2": (
+                float(np.mean([ker.per_factor[pos[c]] for c in cont_blocks[name]]))
+                if ker and name in cont_blocks
+                else None
+            ),
+        }
+        dcols = [c for c in cols if c in disc]
+        if acc is not None and dcols:
+            entry["accuracy"] = float(np.mean([acc.per_factor[disc.index(c)] for c in dcols]))
+            entry["chance"] = float(np.mean([acc.chance[disc.index(c)] for c in dcols]))
+        if name in roles:
+            entry["role"] = roles[name]
+            entry["theory"] = THEORY.get(roles[name])
+        if not ker:
+            entry.pop("kernel_r2")
+        out[name] = entry
+    return out

@@ -16,14 +16,17 @@ Protocols (section 3 of the reference facts):
 - :func:`mcc`: mean absolute Pearson (or Spearman) correlation after Hungarian matching of
   factors to encoding dimensions.
 - :func:`block_r2`: R^2 of predicting groups of factors (e.g. content vs style).
+- :func:`logistic_accuracy`: held-out accuracy of multinomial logistic regression for discrete
+  factors (the object class), the Causal3DIdent protocol.
 - :func:`compare_lambdas`: AnInfoNCE's learned lambda against the true Lambda.
 
 The package holds one score per module: :mod:`~ident3d.metrics.linear`,
 :mod:`~ident3d.metrics.correlation` (MCC), :mod:`~ident3d.metrics.kernel`, :mod:`~ident3d.metrics.blocks`,
-:mod:`~ident3d.metrics.lambdas`, on :mod:`~ident3d.metrics.common`. The public names are
+:mod:`~ident3d.metrics.lambdas`, :mod:`~ident3d.metrics.accuracy`, on :mod:`~ident3d.metrics.common`. The public names are
 re-exported here.
 """
 
+from ident3d.metrics.accuracy import AccuracyResult, logistic_accuracy
 from ident3d.metrics.blocks import BlockR2Result, block_r2
 from ident3d.metrics.common import ArrayLike, R2Result, as_float64, r2_scores, split_sizes
 from ident3d.metrics.correlation import MCCResult, correlation_matrix, mcc
@@ -43,6 +46,7 @@ __all__ = [
     "KERNEL_FIT_SAMPLES",
     "KERNEL_GAMMAS",
     "SMALL_KERNEL_PROBLEM",
+    "AccuracyResult",
     "ArrayLike",
     "BlockR2Result",
     "LambdaResult",
@@ -55,6 +59,7 @@ __all__ = [
     "kernel_r2",
     "kfold_slices",
     "linear_r2",
+    "logistic_accuracy",
     "mcc",
     "r2_scores",
     "split_sizes",

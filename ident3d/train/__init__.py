@@ -6,7 +6,8 @@ A run is driven by one *resolved config* (a JSON-ready dict, written to ``config
 {"format": "ident3d-run/1", "seed": 0, "steps": 30000, "batch_size": 1000,
  "data":  {"kind": "synthetic", n, space, marginal, conditional, sigma, kappa, lambdas, ...}
           | {"kind": "dataset", "path": DIR, "pairs": "exact"|"knn", "knn_conditional",
-            "knn_sigma", "mean", "std", "eval_path", "resident", "n_latents", "size"},
+            "knn_sigma", "mean", "std", "eval_path", "resident", "n_latents", "size",
+            "views": "pairs"|"augment", "augment": {crop_size, crop_scale, ...}},
  "model": {"kind": "mlp"|"torchvision", ...},          # see ident3d.models
  "loss":  {"name": "infonce"|"aninfonce"|"ensemble", ...},  # see ident3d.losses
  "optim": {"lr": 1e-4, "lambda_lr": 1e-3, "weight_decay": 0.0, "schedule": "constant",
@@ -37,6 +38,7 @@ The package holds one concept per module: :mod:`~ident3d.train.config`,
 (:func:`train`) and :mod:`~ident3d.train.runs` (:func:`load_run`). The public names are re-exported here.
 """
 
+from ident3d.train.augment import Augment, AugmentSpec, augment_seed
 from ident3d.train.config import (
     RUN_FORMAT,
     SCHEDULES,
@@ -59,11 +61,14 @@ __all__ = [
     "CKPT_FORMAT",
     "RUN_FORMAT",
     "SCHEDULES",
+    "Augment",
+    "AugmentSpec",
     "DatasetSource",
     "Run",
     "SyntheticSource",
     "TrainingInterrupted",
     "all_gather_with_grad",
+    "augment_seed",
     "check_sizes",
     "deep_merge",
     "default_config",

@@ -13,9 +13,13 @@ from ident3d.errors import DataError, UsageError
 from ident3d.losses import build_loss
 from ident3d.models import default_model_spec
 from ident3d.synthetic import SyntheticSpec, lambda_preset
+from ident3d.train.augment import AugmentSpec, check_augment_config
 
 RUN_FORMAT = "ident3d-run/1"
 SCHEDULES = ("constant", "cosine")
+#: How a dataset run makes its positive pairs: ``pairs`` (the rendered pair or kNN pairs, as
+#: ``pairs`` says) or ``augment`` (two augmentations of one image, :mod:`ident3d.train.augment`).
+VIEWS = ("pairs", "augment")
 
 
 def default_config(data_kind: str = "synthetic", loss: str = "infonce") -> dict[str, Any]:
@@ -108,6 +112,8 @@ def default_config(data_kind: str = "synthetic", loss: str = "infonce") -> dict[
             "std": None,
             "eval_path": None,
             "resident": "auto",
+            "views": "pairs",
+            "augment": AugmentSpec().to_config(),
         }
         cfg["model"] = default_model_spec("torchvision", 10)
     return cfg
@@ -245,6 +251,10 @@ def _resolve(user: dict[str, Any]) -> dict[str, Any]:
     data = dict(user.get("data") or {})
     kind = data.get("kind") or ("dataset" if data.get("path") else "synthetic")
     data["kind"] = kind
+    if kind == "synthetic" and ("views" in data or "augment" in data):
+        raise UsageError(
+            "--views and data.augment apply to image datasets (--data DIR), not synthetic data"
+        )
     loss_name = (user.get("loss") or {}).get("name", "infonce")
     if kind == "synthetic" and isinstance(data.get("lambdas"), str) and "conditional" not in data:
         data["conditional"] = "anisotropic"
@@ -378,6 +388,8 @@ def _open_training_dataset(d: dict[str, Any], seed: int) -> Any:
         raise UsageError(f"dataset {path} does not exist")
     if d["pairs"] == "exact":
         return open_checked(path, lambda: data_mod.PairDataset(path))
+    if d["pairs"] == "none":  # augmentation views of single images
+        return open_checked(path, lambda: data_mod.ImageDataset(path))
     return open_checked(
         path,
         lambda: data_mod.KNNPairDataset(
@@ -410,16 +422,42 @@ def _resolve_dataset(cfg: dict[str, Any], user: dict[str, Any]) -> None:
         ds = open_checked(path, lambda: data_mod.PairDataset(path))
         kind = "pairs"
     pairs = d.get("pairs", "auto")
-    if pairs == "auto":
+    views = d.get("views", "pairs")
+    if views not in VIEWS:
+        raise UsageError(f"unknown views {views!r}; choose pairs or augment")
+    given = (user.get("data") or {}).get("augment") or {}
+    defaults = AugmentSpec().to_config()
+    changed = sorted(k for k, v in given.items() if v != defaults.get(k))
+    if views != "augment" and changed:  # a run's own config.json repeats the defaults: fine
+        key = changed[0]
+        raise UsageError(
+            f"data.augment.{key} (--crop-size, --crop-scale, --rotations) applies to "
+            "--views augment only"
+        )
+    if views == "augment":
+        if pairs not in ("auto", "none", "exact" if kind == "pairs" else "none"):
+            raise UsageError(
+                f"--views augment makes each positive pair from one image; --pairs {pairs} "
+                "does not apply (leave it at auto)"
+            )
+        check_augment_config(d["augment"])
+        # a pairs dataset is read as pairs and its first view augmented
+        pairs = "exact" if kind == "pairs" else "none"
+        if d["augment"].get("rotations") and ds.source.height != ds.source.width:
+            raise UsageError(
+                f"--rotations needs square images; {path} holds "
+                f"{ds.source.width} x {ds.source.height}"
+            )
+    elif pairs == "auto":
         pairs = "exact" if kind == "pairs" else "knn"
-    if pairs == "exact" and kind != "pairs":
+    if pairs == "exact" and kind != "pairs" and views == "pairs":
         raise UsageError(
             f"{path} holds single images, not rendered pairs: a pair loss needs --pairs knn "
             "(nearest-neighbour pairs) or a pairs dataset"
         )
-    if pairs == "knn" and kind != "images":
+    if pairs == "knn" and kind != "images" and views == "pairs":
         raise UsageError(f"{path} holds rendered pairs: use --pairs exact (or auto)")
-    if pairs not in ("exact", "knn"):
+    if pairs not in ("exact", "knn") and not (views == "augment" and pairs == "none"):
         raise UsageError(f"unknown pair mode {pairs!r}; choose auto, exact or knn")
     d["pairs"] = pairs
     n = len(ds)

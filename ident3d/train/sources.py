@@ -148,8 +148,18 @@ class DatasetSource:
         self.resident = bool(resident)
         self.norm = data_mod.Normalize(d["mean"], d["std"]).to(device)
         self.channels_last = bool(cfg["loop"].get("channels_last", True))
+        self.rank = rank
+        self.augment = None
+        if d.get("views", "pairs") == "augment":  # two augmentations of one image per pair
+            from ident3d.train.augment import Augment, AugmentSpec
+
+            spec = AugmentSpec.from_config(d.get("augment") or {})
+            shape = _image_hw(d)
+            self.augment = Augment(spec, d["mean"], d["std"], device, shape)
         if self.resident:
             mode = "pairs" if d["pairs"] == "exact" else "knn"
+            if self.augment is not None and d["pairs"] == "none":
+                mode = "images"
             try:
                 self.gpu = data_mod.GPUDataset(
                     d["path"],
@@ -214,12 +224,23 @@ class DatasetSource:
             if self.resident:
                 idx = self.steps.indices(step)
                 epoch = step // self.steps.per_epoch
-                x1, x2, _, _ = self.gpu.get_batch(idx, epoch)
+                batch = self.gpu.get_batch(idx, epoch)
             else:
                 assert self._it is not None
-                x1, x2, _, _ = next(self._it)
+                batch = next(self._it)
         except READ_ERRORS as exc:  # a shard that does not match the manifest
             raise data_read_error(self.cfg["data"]["path"], exc) from None
+        if self.augment is not None:  # the image (a pair's first view), augmented twice
+            from ident3d.train.augment import augment_seed
+
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(augment_seed(self.seed, step, self.rank))
+            a1, a2 = self.augment.pair(batch[0], gen)
+            if self.channels_last:
+                a1 = a1.contiguous(memory_format=torch.channels_last)
+                a2 = a2.contiguous(memory_format=torch.channels_last)
+            return a1, a2
+        x1, x2 = batch[0], batch[1]
         return self._prep(x1), self._prep(x2)
 
     def eval_set(self) -> tuple[torch.Tensor, np.ndarray]:
@@ -276,6 +297,17 @@ def _worker_ignores_stop_signals(worker_id: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _image_hw(d: dict[str, Any]) -> tuple[int, int]:
+    """Height and width of a dataset's images."""
+    from ident3d import data as data_mod
+
+    try:
+        ds: Any = data_mod.ImageDataset(d["path"])
+    except UsageError:
+        ds = data_mod.PairDataset(d["path"])
+    return int(ds.source.height), int(ds.source.width)
 
 
 def _fits_on_device(d: dict[str, Any], device: torch.device) -> bool:

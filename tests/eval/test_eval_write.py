@@ -22,6 +22,7 @@ def test_write_report_files(tmp_path):
         "r2_bars.png",
         "pred_kernel.png",
         "pred_linear.png",
+        "blocks.png",  # there are blocks
     }
     for p in written:
         if p.suffix == ".png":

@@ -28,8 +28,9 @@ class ImageDataset(_Base):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         allow_incomplete: bool = False,
+        memory_map: bool = True,
     ) -> None:
-        super().__init__(path, transform, target_transform, allow_incomplete)
+        super().__init__(path, transform, target_transform, allow_incomplete, memory_map)
         if self.source.kind != "images":
             raise UsageError(f"{self.root} holds pairs, not single images; use PairDataset.")
 

@@ -26,8 +26,9 @@ class PairDataset(_Base):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         allow_incomplete: bool = False,
+        memory_map: bool = True,
     ) -> None:
-        super().__init__(path, transform, target_transform, allow_incomplete)
+        super().__init__(path, transform, target_transform, allow_incomplete, memory_map)
         if self.source.kind != "pairs":
             raise UsageError(
                 f"{self.root} holds single images, not pairs: use KNNPairDataset to form "

@@ -52,14 +52,14 @@ class _BufferPool:
         pool = self._pool.setdefault(shape, [])
         for t, base in pool:
             if self._use_count(t) == base:
-                return t
+                return t.view(t.shape)  # a new view: it counts as a use while it lives
         if self.pin is None:
             self.pin = torch.cuda.is_available()
         t = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
         base = self._use_count(t)
         if base is not None and len(pool) < self._KEEP:
             pool.append((t, base))
-        return t
+        return t.view(t.shape)
 
 
 class _Item(tuple):

@@ -24,6 +24,7 @@ many batches) the worker takes fresh shared memory, as torch's default collate d
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Any
 
@@ -31,6 +32,9 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 _FREE, _FILLED, _SENT = 0, 1, 2
+
+# (ring key, ring state, slot, slot buffer): what a batch carries for each slot it views.
+_Lease = tuple[tuple[int, int], torch.Tensor, int, torch.Tensor]
 
 
 def _use_count(t: torch.Tensor) -> int | None:
@@ -53,6 +57,7 @@ class SlotRing:
         self, shape: tuple[int, ...], slots: int, dtype: torch.dtype = torch.uint8
     ) -> None:
         self.shape, self.dtype, self.slots = shape, dtype, int(slots)
+        self.key = (os.getpid(), id(self))  # names the ring in the receiving process
         self.state = _shared((self.slots,), torch.uint8)
         self.state.zero_()
         self.buffers: list[tuple[torch.Tensor, int | None]] = []
@@ -65,14 +70,14 @@ class SlotRing:
             st = int(state[s])
             if st == _FREE or (st == _FILLED and base is not None and _use_count(buf) == base):
                 state[s] = _FILLED
-                return buf
+                return buf.view(buf.shape)  # a new view: it counts as a use while it lives
         if len(self.buffers) < self.slots:
             buf = _shared(self.shape, self.dtype)
             s = len(self.buffers)
             self.buffers.append((buf, _use_count(buf)))
             self._by_ptr[buf.untyped_storage().data_ptr()] = s
             state[s] = _FILLED
-            return buf
+            return buf.view(buf.shape)
         return _shared(self.shape, self.dtype)
 
     def slot_of(self, t: torch.Tensor) -> int | None:
@@ -93,8 +98,8 @@ class _Rings:
             ring = self.rings[(shape, dtype)] = SlotRing(shape, slots, dtype)
         return ring.get()
 
-    def leases(self, parts: tuple[Any, ...]) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-        """``(state, slot, buffer)`` for each ring slot that a tensor in ``parts`` views."""
+    def leases(self, parts: tuple[Any, ...]) -> list[_Lease]:
+        """``(ring key, state, slot, buffer)`` for each ring slot a tensor in ``parts`` views."""
         out = []
         seen = set()
         for p in parts:
@@ -104,7 +109,7 @@ class _Rings:
                 s = ring.slot_of(p)
                 if s is not None and (id(ring), s) not in seen:
                     seen.add((id(ring), s))
-                    out.append((ring.state, s, ring.buffers[s][0]))
+                    out.append((ring.key, ring.state, s, ring.buffers[s][0]))
         return out
 
 
@@ -115,12 +120,12 @@ class LeasedBatch(tuple):
     """A batch (tuple) whose tensors view ring slots; pickles to a plain tuple that releases
     the slots when the receiving process drops them."""
 
-    leases: list[tuple[torch.Tensor, int, torch.Tensor]]
+    leases: list[_Lease]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        for state, s, _ in self.leases:
+        for _, state, s, _ in self.leases:
             state[s] = _SENT
-        return _rebuild, (tuple(self), [(state, s, buf) for state, s, buf in self.leases])
+        return _rebuild, (tuple(self), list(self.leases))
 
 
 def leased(batch: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -135,7 +140,8 @@ def leased(batch: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # -- the receiving (main) process
 _LOCK = threading.Lock()
-_OUT: list[tuple[torch.Tensor, int, StorageWeakRef]] = []  # slots held here, weakly
+# The slots held in this process: (ring key, ring state, slot, weak reference, data pointer).
+_OUT: list[tuple[tuple[int, int], torch.Tensor, int, StorageWeakRef, int]] = []
 
 
 def release_dead() -> int:
@@ -143,21 +149,27 @@ def release_dead() -> int:
     n = 0
     with _LOCK:
         keep = []
-        for state, s, ref in _OUT:
+        for entry in _OUT:
+            _, state, s, ref, _ = entry
             if ref.expired():
                 state[s] = _FREE
                 n += 1
             else:
-                keep.append((state, s, ref))
+                keep.append(entry)
         _OUT[:] = keep
     return n
 
 
-def _rebuild(
-    parts: tuple[Any, ...], leases: list[tuple[torch.Tensor, int, torch.Tensor]]
-) -> tuple[Any, ...]:
+def _rebuild(parts: tuple[Any, ...], leases: list[_Lease]) -> tuple[Any, ...]:
     release_dead()
     with _LOCK:
-        for state, s, buf in leases:
-            _OUT.append((state, s, StorageWeakRef(buf.untyped_storage())))
+        for key, state, s, buf in leases:
+            storage = buf.untyped_storage()
+            _OUT.append((key, state, s, StorageWeakRef(storage), storage.data_ptr()))
     return parts
+
+
+def held_slots() -> list[tuple[tuple[int, int], int, int]]:
+    """``(ring key, slot, data pointer)`` of the worker slots this process holds now."""
+    with _LOCK:
+        return [(key, s, ptr) for key, _, s, ref, ptr in _OUT if not ref.expired()]

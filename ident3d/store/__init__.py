@@ -95,6 +95,7 @@ from ident3d.store.manifest import (
     missing_shards,
     read_manifest,
 )
+from ident3d.store.mapping import MappedImages, map_images
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
 from ident3d.store.verify import VerifyReport, check_shard_files, verify_dataset
 from ident3d.store.writer import ShardWriter
@@ -113,6 +114,7 @@ __all__ = [
     "SCENE_DIM",
     "DataError",
     "Dataset",
+    "MappedImages",
     "Sample",
     "ShardInfo",
     "ShardWriter",
@@ -128,6 +130,7 @@ __all__ = [
     "index_digits",
     "is_complete",
     "manifest_lock",
+    "map_images",
     "missing_shards",
     "open_dataset",
     "read_class_names",

@@ -76,6 +76,22 @@ class _Source(ABC):
         self.read_into(i, out)
         return out
 
+    def check_indices(self, indices: Sequence[Any]) -> np.ndarray:
+        """Sample indices of a batch (``i`` or ``(epoch, i)`` each) as int64, range-checked and
+        with negative ones counted from the end; vectorised for plain integers."""
+        from ident3d.data.sampler import _split_index
+
+        try:
+            idx = np.asarray(indices, dtype=np.int64)
+        except (TypeError, ValueError):
+            idx = np.empty(0)
+        if idx.ndim != 1 or len(idx) != len(indices):
+            return np.array([self.check_index(_split_index(i)[1]) for i in indices], np.int64)
+        bad = (idx < -self.n) | (idx >= self.n)
+        if bad.any():
+            self.check_index(int(idx[np.flatnonzero(bad)[0]]))  # raises the IndexError
+        return np.where(idx < 0, idx + self.n, idx)
+
     def check_index(self, i: int) -> int:
         i = int(i)
         if i < 0:

@@ -79,6 +79,12 @@ def test_main_process_batches_are_pinned_where_cuda_exists(
         assert x.is_pinned()
         idx = x[:, 0, 0, 0].tolist()
         assert torch.equal(x.cuda(non_blocking=True).cpu(), _chw(images[idx]))
+    # Workers: slots in shared memory, pinned once by torch's pin thread, then released.
+    loader = D.make_loader(ds, 4, shuffle=True, num_workers=1, pin_memory=True,
+                           multiprocessing_context="spawn")  # fmt: skip
+    for _ in range(2):
+        for x, _ in loader:
+            assert x.is_pinned() and torch.equal(x, _chw(images[x[:, 0, 0, 0].tolist()]))
     plain = D.ImageDataset(root)
     plain._pool.pin = False
     assert not D.collate(plain.__getitems__([0, 1]))[0].is_pinned()

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from ident3d.errors import DataError
 from ident3d.store.mapping import MappedImages, map_images
 from ident3d.store.reader import Dataset
 
@@ -63,14 +62,19 @@ class MappedReader:
         if info is not None:
             m = map_images(info.path)
             if m is not None and (len(m) != info.count or m.sample_shape != self.sample_shape):
-                raise DataError(
-                    f"shard {info.path} holds {len(m)} samples of shape {m.sample_shape}; the "
-                    f"manifest says {info.count} of shape {self.sample_shape}; run `ident3d verify`."
-                )
+                # The shard does not match the manifest: leave it to the store's reader, whose
+                # errors the train and eval commands report as a dataset that cannot be read.
+                m = None
         self._maps[k] = m
         return m
 
+    def _check_out(self, out: np.ndarray, n: int) -> None:
+        shape = (n, *self.sample_shape) if n >= 0 else self.sample_shape
+        if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+
     def read_into(self, i: int, out: np.ndarray) -> None:
+        self._check_out(out, -1)
         k, j = divmod(int(i), self.shard_size)
         m = self.shard_map(k)
         if m is None:
@@ -82,6 +86,7 @@ class MappedReader:
         """Images of samples ``indices`` (already checked, non-negative) into ``out[b]``;
         ``out`` is C-contiguous, ``(len(indices), *sample_shape)``."""
         idx = np.asarray(indices, dtype=np.int64)
+        self._check_out(out, len(idx))
         if not len(idx):
             return
         flat = out.reshape(-1)  # a view: out is C-contiguous

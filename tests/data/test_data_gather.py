@@ -127,3 +127,11 @@ def test_block_shuffled_loader_every_index_once(store: tuple[Path, np.ndarray, n
     seen = torch.cat([x for x, _ in loader])
     order = D.EpochSampler(23, shuffle=True, seed=1, block_size=4).order(0)
     assert torch.equal(seen, _chw(images[order]))
+
+
+def test_wrong_output_buffer_is_refused(store: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    reader = D.ImageDataset(store[0]).source.mapped
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        reader.read_many_into([0, 1], np.empty((3, *store[1].shape[1:]), np.uint8))
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        reader.read_into(0, np.empty(store[1].shape[1:], np.float32))

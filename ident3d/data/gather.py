@@ -1,4 +1,5 @@
-"""Batched image gathers from memory-mapped shards: the zero-copy read path of the store.
+"""Batched image gathers from memory-mapped shards: the store read path with no copy but the
+one into the batch buffer.
 
 :class:`MappedReader` maps each uncompressed shard once per process
 (:func:`ident3d.store.mapping.map_images`) and copies a batch's images straight from the

@@ -21,6 +21,16 @@ Measured on this machine:
 3. The distance gap of nearest-neighbour pairs (``simulate_knn``), 250,000 points in 10-D.
 4. On a CUDA machine only: ``GPUDataset`` kNN pairs per second on a ``--gpu-n`` image store
    (250,000 by default, written in parallel; ``--gpu-only`` skips everything else).
+5. Loading at memory speed (``--fast-only`` runs just this): random 224 px images into
+   batches of ``--fast-batch``, side by side in rounds, on the store written above: the
+   memcpy ceiling (the same random gather from an in-memory array into a reused batch
+   buffer, numpy, one core), the PNG folder (original-style), today's path (the HDF5
+   reader, fresh shared memory per worker batch, a plain DataLoader stacking item by item:
+   the code before memory mapping, selected in this build by ``memory_map=False`` and
+   switching the worker slots and the collate pass-through off) and the new path, each
+   through ``make_loader`` and a plain ``DataLoader(ds, batch_size=B, shuffle=True)``, with
+   0 (one core), 1 and 2 workers. With workers the main process copies each batch once into
+   a reused buffer, as ``pin_memory=True`` does (no CUDA here to pin for).
 
 Images are synthetic but render-like and smooth (a hue-coloured ground with a spotlight pool,
 a shaded ellipsoid with a highlight, slight pixel noise), 224 x 224.
@@ -227,6 +237,155 @@ def bench_loading(
     return {n: {w: float(np.median(v)) for w, v in row.items()} for n, row in samples.items()}
 
 
+# ----------------------------------------------------------------------------- memory speed
+
+
+class _Legacy:
+    """Today's path (before memory mapping) in this build: the HDF5 reader per item, a fresh
+    shared-memory buffer per worker batch, items that torch's default collate stacks."""
+
+    def __enter__(self) -> None:
+        from torch.utils.data._utils.collate import default_collate_fn_map
+
+        from ident3d.data import buffers
+
+        self.slots = buffers._WORKER_SLOTS
+        buffers._WORKER_SLOTS = 0
+        self.entry = default_collate_fn_map.pop(buffers._Item)
+
+    def __exit__(self, *exc: object) -> None:
+        from torch.utils.data._utils.collate import default_collate_fn_map
+
+        from ident3d.data import buffers
+
+        buffers._WORKER_SLOTS = self.slots
+        default_collate_fn_map[buffers._Item] = self.entry
+
+
+def memcpy_ceiling(n: int, size: int, batch: int, seconds: float) -> tuple[float, float]:
+    """Images/s of the bare copy: random images of an ``n``-image in-memory array gathered
+    into a reused batch buffer (what a loader cannot beat on this machine)."""
+    src = np.ones((n, size, size, 3), np.uint8)
+    dst = np.zeros((batch, size, size, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    for b, i in enumerate(rng.integers(0, n, batch)):  # warm-up: touch the batch buffer
+        dst[b] = src[i]
+    count, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        for b, i in enumerate(rng.integers(0, n, batch).tolist()):
+            np.copyto(dst[b], src[i])
+        count += batch
+    return count / (time.perf_counter() - t0), count / max(time.process_time() - c0, 1e-9)
+
+
+def _consume(loader: Any) -> Any:
+    """Batches of ``loader``, each copied once into a reused buffer (what ``pin_memory`` does
+    with a batch that a worker sent)."""
+    sink: dict[tuple[int, ...], torch.Tensor] = {}
+    for batch in loader:
+        x = batch[0]
+        buf = sink.get(tuple(x.shape))
+        if buf is None:
+            buf = sink[tuple(x.shape)] = torch.empty_like(x)
+        buf.copy_(x)
+        yield batch
+
+
+class _Consumed:
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Any:
+        return _consume(self.loader)
+
+
+def bench_fast(
+    roots: tuple[Path, Path, Path], n: int, size: int, batch: int, seconds: float, rounds: int
+) -> dict[str, dict[Any, float]]:
+    img_root, _, folder = roots
+    plain_kw = {"batch_size": batch, "shuffle": True}
+
+    def plain(ds: Any, w: int) -> Any:
+        kw = dict(plain_kw, num_workers=w)
+        if w:
+            kw.update(persistent_workers=True, multiprocessing_context="fork")
+        return torch.utils.data.DataLoader(ds, **kw)
+
+    def made(ds: Any, w: int, **extra: Any) -> Any:
+        kw: dict[str, Any] = {"num_workers": w, **extra}
+        if w:
+            kw.update(persistent_workers=True, multiprocessing_context="fork")
+        return D.make_loader(ds, batch, shuffle=True, seed=0, **kw)
+
+    legacy = _Legacy()
+    cases: list[tuple[str, Any, bool]] = [
+        ("PNG folder (original-style, DataLoader)", lambda w: plain(OriginalImages(folder), w), False),
+        ("today's path, make_loader", lambda w: made(D.ImageDataset(img_root, memory_map=False), w), True),
+        ("today's path, plain DataLoader", lambda w: plain(D.ImageDataset(img_root, memory_map=False), w), True),
+        ("new path, make_loader", lambda w: made(D.ImageDataset(img_root), w), False),
+        ("new path, plain DataLoader", lambda w: plain(D.ImageDataset(img_root), w), False),
+        ("new path, make_loader, block_size=32", lambda w: made(D.ImageDataset(img_root), w, block_size=32), False),
+    ]  # fmt: skip
+    name_mem = "memcpy ceiling (numpy gather, one core)"
+    samples: dict[str, dict[Any, list[float]]] = {
+        name: {0: [], 1: [], 2: [], "cpu": []} for name in [name_mem] + [c[0] for c in cases]
+    }
+    for r in range(rounds):
+        wall, cpu = memcpy_ceiling(n, size, batch, seconds)
+        samples[name_mem][0].append(wall)
+        samples[name_mem]["cpu"].append(cpu)
+        for workers in (0, 1, 2):
+            for name, make, old in cases:
+                if old:
+                    legacy.__enter__()
+                try:
+                    loader = make(workers)
+                    if workers:
+                        loader = _Consumed(loader)
+                    wall, cpu = throughput(loader, 1, seconds)
+                    del loader
+                finally:
+                    if old:
+                        legacy.__exit__()
+                samples[name][workers].append(wall)
+                if workers == 0:
+                    samples[name]["cpu"].append(cpu)
+            print(f"  round {r + 1}/{rounds}, {workers} workers: " + ", ".join(
+                f"{samples[c[0]][workers][-1]:.0f}" for c in cases), flush=True)  # fmt: skip
+    return {
+        name: {w: float(np.median(v)) if v else float("nan") for w, v in row.items()}
+        for name, row in samples.items()
+    }
+
+
+def report_fast(fast: dict[str, dict[Any, float]], batch: int) -> None:
+    print(f"\nloading at memory speed: random 224 px images, batch {batch}, images/s "
+          "(median of rounds; 0 workers = one core; with workers the main process copies "
+          "each batch once)")  # fmt: skip
+    print("\n| loader | 0 workers | per CPU-second (0 workers) | 1 worker | 2 workers |")
+    print("|---|---|---|---|---|")
+
+    def f(v: float) -> str:
+        return "-" if v != v else f"{v:,.0f}"
+
+    for name, row in fast.items():
+        print(f"| {name} | {f(row[0])} | {f(row['cpu'])} | {f(row[1])} | {f(row[2])} |")
+    png = fast["PNG folder (original-style, DataLoader)"]
+    mem = fast["memcpy ceiling (numpy gather, one core)"]
+    print("\nagainst the PNG folder (same worker count) and the memcpy ceiling (per CPU-second):")
+    for name, row in fast.items():
+        if name.startswith(("PNG", "memcpy")):
+            continue
+        r = [row[w] / png[w] for w in ("cpu", 0, 1, 2)]
+        print(f"  {name:40s} per CPU-second {r[0]:5.1f}x  0 workers {r[1]:5.1f}x  "
+              f"1 worker {r[2]:5.1f}x  2 workers {r[3]:5.1f}x;  "
+              f"{100 * row['cpu'] / mem['cpu']:.0f}% of the memcpy ceiling per CPU-second")  # fmt: skip
+    for name in ("make_loader", "plain DataLoader"):
+        new, old = fast[f"new path, {name}"], fast[f"today's path, {name}"]
+        print(f"  new / today's path, {name}: per CPU-second {new['cpu'] / old['cpu']:.1f}x, "
+              + ", ".join(f"{w} workers {new[w] / old[w]:.1f}x" for w in (0, 1, 2)))  # fmt: skip
+
+
 def bench_lookups(n_table: int, dim: int, seconds: float) -> dict[str, float]:
     rng = np.random.default_rng(1)
     table = rng.uniform(-1, 1, (n_table, dim)).astype(np.float32)
@@ -372,6 +531,8 @@ def main() -> None:
     p.add_argument("--gpu-n", type=int, default=250_000,
                    help="images in the store for the GPU-resident measurement (CUDA only)")  # fmt: skip
     p.add_argument("--gpu-only", action="store_true", help="only the GPU-resident measurement")
+    p.add_argument("--fast-only", action="store_true", help="only loading at memory speed (5.)")
+    p.add_argument("--fast-batch", type=int, default=256, help="batch size of section 5")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -394,11 +555,29 @@ def main() -> None:
         if args.json is not None:
             args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
         return
+    if args.fast_only:
+        try:
+            roots = build(work, args.n, args.size, 10)
+            print(f"loading at memory speed, {args.n} images, images/s (0 workers = one core):")
+            fast = bench_fast(roots, args.n, args.size, args.fast_batch, args.seconds, args.rounds)
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)
+        report_fast(fast, args.fast_batch)
+        _gpu_feed_note()
+        if args.json is not None:
+            args.json.write_text(
+                json.dumps({**results, "fast": fast}, indent=1, default=str) + "\n"
+            )
+        return
     try:
         t0 = time.perf_counter()
         roots = build(work, args.n, args.size, 10)
         print(f"built {args.n} images of {args.size}x{args.size} (store + PNG folder) in "
               f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+        print(f"loading at memory speed, images/s, batch {args.fast_batch}:")
+        fast = bench_fast(roots, args.n, args.size, args.fast_batch, args.seconds, args.rounds)
+        results["fast"] = fast
         print("loading, images/s (0 workers = one core):")
         load = bench_loading(roots, args.batch, args.seconds, args.rounds)
         results["loading"] = load
@@ -443,6 +622,8 @@ def main() -> None:
     print(f"\nkNN gap ({sim['stored']:,} uniform points in 10-D, sigma 0.1, {sim['pairs']:,} pairs): "
           f"sampled {sim['sampled_distance_mean']:.3f}, retrieved {sim['retrieved_distance_mean']:.3f} "
           f"apart on average; {100 * sim['second_neighbour_fraction']:.1f}% second-neighbour fallbacks")  # fmt: skip
+    report_fast(fast, args.fast_batch)
+    _gpu_feed_note()
     if gpu is None:
         print("\nGPU-resident path: not measured (no CUDA device on this machine).")
     else:
@@ -451,6 +632,13 @@ def main() -> None:
             print(f"  {k}: {v:,.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
+def _gpu_feed_note() -> None:
+    if not torch.cuda.is_available():
+        print("\nGPU feed (ResNet18 training through the DataLoader path against synthetic "
+              "tensors): not measured, no CUDA device on this machine; "
+              "benchmarks/bench_train.py measures it where there is one.")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ DOCUMENTED_PATHS = [
     "ident3d.store.ShardWriter",
     "ident3d.store.commit_shard",
     "ident3d.store.create_dataset",
+    "ident3d.store.map_images",
     "ident3d.store.missing_shards",
     "ident3d.store.open_dataset",
     "ident3d.store.shard_range",

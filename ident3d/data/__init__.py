@@ -42,8 +42,11 @@ The package holds one concept per module: :mod:`~ident3d.data.sources` (layouts)
 :mod:`~ident3d.data.knn` (nearest neighbours), one module per dataset
 (:mod:`~ident3d.data.image_dataset`, :mod:`~ident3d.data.pair_dataset`,
 :mod:`~ident3d.data.knn_pair_dataset`, on :mod:`~ident3d.data.dataset_base`),
-:mod:`~ident3d.data.loader`, :mod:`~ident3d.data.resident` (GPU-resident path) and
-:mod:`~ident3d.data.diagnostics`. The public names are re-exported here.
+:mod:`~ident3d.data.loader`, :mod:`~ident3d.data.resident` (GPU-resident path),
+:mod:`~ident3d.data.diagnostics`, :mod:`~ident3d.data.gather` (batched copies out of
+memory-mapped uncompressed shards) and :mod:`~ident3d.data.handoff` (the shared batch slots
+that workers reuse once the main process lets go of them). The public names are re-exported
+here.
 """
 
 from ident3d.data.buffers import collate

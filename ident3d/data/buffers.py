@@ -1,25 +1,22 @@
-"""Batch buffers: shared-memory tensors inside workers, the reusable buffer pool of the main
-process, batches built by ``__getitems__`` and the :func:`collate` that passes them through.
+"""Batch buffers: reused shared-memory slots inside workers (:mod:`~ident3d.data.handoff`),
+the reusable (pinned where CUDA exists) buffer pool of the main process, batches built by
+``__getitems__`` and the :func:`collate` that passes them through.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data._utils.collate import default_collate, default_collate_fn_map
 
+from ident3d.data.handoff import _RINGS, leased
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """A new tensor; in shared memory inside a DataLoader worker (no copy on the way back)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    proto = torch.empty(0, dtype=dtype)
-    storage = proto._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return proto.new(storage).resize_(*shape)
+# Ring slots per batch shape in a worker: the batches in flight (prefetch_factor, 2 by
+# default; two buffers per kNN batch), the one the caller holds and one not yet released.
+_WORKER_SLOTS = 8
 
 
 class _BufferPool:
@@ -29,14 +26,18 @@ class _BufferPool:
     over 32 MB straight back to the kernel); measured here, filling a fresh buffer took 5x as
     long as refilling one. A pooled buffer is handed out again only when nothing but the pool
     references its storage any more (torch's storage use count), so a batch the caller still
-    holds, or any view or numpy array of it, is never overwritten. Inside DataLoader workers
-    batches go to fresh shared memory instead (the main process owns them once sent).
+    holds, or any view or numpy array of it, is never overwritten. Where CUDA is available
+    the buffers are pinned (page-locked), so ``x.cuda(non_blocking=True)`` copies straight
+    from them and ``DataLoader(pin_memory=True)`` has nothing left to do (torch returns a
+    pinned tensor as it is). Inside DataLoader workers batches go to the worker's ring of
+    shared-memory slots (:mod:`~ident3d.data.handoff`).
     """
 
     _KEEP = 3  # buffers kept per shape
 
-    def __init__(self) -> None:
+    def __init__(self, pin: bool | None = None) -> None:
         self._pool: dict[tuple[int, ...], list[tuple[torch.Tensor, int]]] = {}
+        self.pin = pin  # None: pinned when CUDA is available
 
     @staticmethod
     def _use_count(t: torch.Tensor) -> int | None:
@@ -47,16 +48,30 @@ class _BufferPool:
 
     def get(self, shape: tuple[int, ...]) -> torch.Tensor:
         if get_worker_info() is not None:
-            return _empty(shape)
+            return _RINGS.get(shape, _WORKER_SLOTS)
         pool = self._pool.setdefault(shape, [])
         for t, base in pool:
             if self._use_count(t) == base:
-                return t
-        t = torch.empty(shape, dtype=torch.uint8)
+                return t.view(t.shape)  # a new view: it counts as a use while it lives
+        if self.pin is None:
+            self.pin = torch.cuda.is_available()
+        t = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
         base = self._use_count(t)
         if base is not None and len(pool) < self._KEEP:
             pool.append((t, base))
-        return t
+        return t.view(t.shape)
+
+
+class _Item(tuple):
+    """One item cut from a batch built by ``__getitems__`` (a plain tuple otherwise).
+
+    Its type is registered in torch's ``default_collate_fn_map`` (the extension point torch
+    documents for ``default_collate``), so that the default collate of a plain
+    ``DataLoader(ds, batch_size=...)`` hands over the batch ``__getitems__`` already built
+    instead of stacking it again item by item (:func:`_collate_items`).
+    """
+
+    __slots__ = ()
 
 
 class _Items(Sequence):
@@ -73,7 +88,8 @@ class _Items(Sequence):
         items: list[Any] | None = None,
         scalars: tuple[int, ...] = (),
     ) -> None:
-        self.batch = batch
+        # In a worker, a batch viewing ring slots travels as a LeasedBatch (handoff).
+        self.batch = leased(batch) if batch is not None and get_worker_info() is not None else batch
         self._items = items
         self._scalars = scalars
         self._n = len(items) if items is not None else len(batch[0])  # type: ignore[index]
@@ -91,7 +107,7 @@ class _Items(Sequence):
                 out.append(int(part[k]))
             else:
                 out.append(part[k])
-        return tuple(out)
+        return _Item(out)
 
     def __getitem__(self, k: Any) -> Any:
         if isinstance(k, slice):
@@ -109,6 +125,22 @@ def collate(items: list[Any]) -> Any:
     if isinstance(items, _Items) and items.batch is not None:
         return items.batch
     return default_collate(items)
+
+
+def _collate_items(batch: Sequence[Any], *, collate_fn_map: dict[Any, Any] | None = None) -> Any:
+    """``default_collate`` for a batch whose first item is an :class:`_Item`: the whole
+    ``__getitems__`` batch as it is (no copy), or, for items gathered some other way (a list
+    of them), a field-by-field collate as torch does for tuples."""
+    if isinstance(batch, _Items) and batch.batch is not None:
+        return batch.batch
+    from torch.utils.data._utils.collate import collate as _torch_collate
+
+    fields = list(zip(*batch, strict=True))
+    return tuple(_torch_collate(list(f), collate_fn_map=collate_fn_map) for f in fields)
+
+
+# torch looks an element's exact type up first, so this entry applies to _Item only.
+default_collate_fn_map[_Item] = _collate_items
 
 
 def _chw(hwc: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,11 @@ class _Base(TorchDataset):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         allow_incomplete: bool = False,
+        memory_map: bool = True,
     ) -> None:
         if path is None or (isinstance(path, str) and not path):
             raise UsageError("a dataset path is required.")
-        self.source = _open_source(path, allow_incomplete)
+        self.source = _open_source(path, allow_incomplete, memory_map)
         self.root = self.source.root
         self.transform = transform
         self.target_transform = target_transform

@@ -28,8 +28,9 @@ class ImageDataset(_Base):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         allow_incomplete: bool = False,
+        memory_map: bool = True,
     ) -> None:
-        super().__init__(path, transform, target_transform, allow_incomplete)
+        super().__init__(path, transform, target_transform, allow_incomplete, memory_map)
         if self.source.kind != "images":
             raise UsageError(f"{self.root} holds pairs, not single images; use PairDataset.")
 
@@ -46,9 +47,9 @@ class ImageDataset(_Base):
         return (x, z) if cls is None else (x, z, int(cls[i]))
 
     def __getitems__(self, indices: Sequence[Any]) -> list[Any]:
-        idx = [self.source.check_index(_split_index(i)[1]) for i in indices]
+        idx = self.source.check_indices(indices)
         if self.transform is not None or self.target_transform is not None:
-            return _Items(items=[self[i] for i in idx])
+            return _Items(items=[self[i] for i in idx.tolist()])
         images = _chw(self._read_batch(idx))
         z = torch.from_numpy(self.source.latents()[idx])
         cls = self.source.classes()

@@ -177,9 +177,10 @@ class KNNPairDataset(_Base):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         allow_incomplete: bool = False,
+        memory_map: bool = True,
         **conditional_options: Any,
     ) -> None:
-        super().__init__(path, transform, target_transform, allow_incomplete)
+        super().__init__(path, transform, target_transform, allow_incomplete, memory_map)
         if self.source.kind != "images":
             raise UsageError(
                 f"{self.root} holds rendered pairs: use PairDataset for its exact pairs "

@@ -26,13 +26,15 @@ def make_loader(
     multiprocessing_context: str | None = None,
     prefetch_factor: int | None = None,
     start_epoch: int = 0,
+    block_size: int | None = None,
 ) -> DataLoader:
     """A standard ``DataLoader`` set up for these datasets.
 
     It uses an :class:`EpochSampler` (seeded shuffling, reshuffled per epoch; for kNN datasets
     it also carries the epoch into the workers) and :func:`collate`, which takes the batches
     that ``__getitems__`` builds in shared memory as they are. Each epoch (each ``iter()``)
-    gives every index exactly once.
+    gives every index exactly once. ``block_size`` (with ``shuffle``) shuffles runs of that
+    many consecutive samples instead of single ones (:class:`EpochSampler`).
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}.")
@@ -48,6 +50,7 @@ def make_loader(
         seed=seed,
         with_epoch=isinstance(dataset, KNNPairDataset),
         start_epoch=start_epoch,
+        block_size=block_size,
     )
     kwargs: dict[str, Any] = {}
     if num_workers > 0:

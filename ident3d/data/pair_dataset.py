@@ -26,8 +26,9 @@ class PairDataset(_Base):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         allow_incomplete: bool = False,
+        memory_map: bool = True,
     ) -> None:
-        super().__init__(path, transform, target_transform, allow_incomplete)
+        super().__init__(path, transform, target_transform, allow_incomplete, memory_map)
         if self.source.kind != "pairs":
             raise UsageError(
                 f"{self.root} holds single images, not pairs: use KNNPairDataset to form "
@@ -47,9 +48,9 @@ class PairDataset(_Base):
         return x, xt, z, zt
 
     def __getitems__(self, indices: Sequence[Any]) -> list[Any]:
-        idx = [self.source.check_index(_split_index(i)[1]) for i in indices]
+        idx = self.source.check_indices(indices)
         if self.transform is not None or self.target_transform is not None:
-            return _Items(items=[self[i] for i in idx])
+            return _Items(items=[self[i] for i in idx.tolist()])
         both = _chw(self._read_batch(idx))  # (B, 2, 3, H, W)
         zz = torch.from_numpy(self.source.latents()[idx])  # (B, 2, D)
         return _Items((both[:, 0], both[:, 1], zz[:, 0], zz[:, 1]))

@@ -76,6 +76,22 @@ class _Source(ABC):
         self.read_into(i, out)
         return out
 
+    def check_indices(self, indices: Sequence[Any]) -> np.ndarray:
+        """Sample indices of a batch (``i`` or ``(epoch, i)`` each) as int64, range-checked and
+        with negative ones counted from the end; vectorised for plain integers."""
+        from ident3d.data.sampler import _split_index
+
+        try:
+            idx = np.asarray(indices, dtype=np.int64)
+        except (TypeError, ValueError):
+            idx = np.empty(0)
+        if idx.ndim != 1 or len(idx) != len(indices):
+            return np.array([self.check_index(_split_index(i)[1]) for i in indices], np.int64)
+        bad = (idx < -self.n) | (idx >= self.n)
+        if bad.any():
+            self.check_index(int(idx[np.flatnonzero(bad)[0]]))  # raises the IndexError
+        return np.where(idx < 0, idx + self.n, idx)
+
     def check_index(self, i: int) -> int:
         i = int(i)
         if i < 0:
@@ -88,11 +104,15 @@ class _Source(ABC):
 class _StoreSource(_Source):
     layout = "store"
 
-    def __init__(self, root: Path, allow_incomplete: bool) -> None:
+    def __init__(self, root: Path, allow_incomplete: bool, memory_map: bool = True) -> None:
+        from ident3d.data.gather import MappedReader
         from ident3d.store import open_dataset
 
         self.root = root
         self.ds = open_dataset(root, allow_incomplete=allow_incomplete)
+        # Uncompressed shards are copied straight out of their memory maps; compressed ones
+        # (and every shard with memory_map=False) go through the store's HDF5 reader.
+        self.mapped = MappedReader(self.ds) if memory_map else None
         self.kind = self.ds.kind
         self.n = len(self.ds)
         self.height, self.width, self.raw_dim = self.ds.height, self.ds.width, self.ds.raw_dim
@@ -108,14 +128,23 @@ class _StoreSource(_Source):
         return state
 
     def read_into(self, i: int, out: np.ndarray) -> None:
-        # One HDF5 chunk straight into the caller's buffer (read_direct_chunk for uncompressed
-        # shards; the store's reader handles compressed ones).
-        self.ds.read_into(self.check_index(i), out)
+        if self.mapped is not None:
+            self.mapped.read_into(self.check_index(i), out)
+        else:
+            # One HDF5 chunk straight into the caller's buffer (read_direct_chunk for
+            # uncompressed shards; the store's reader handles compressed ones).
+            self.ds.read_into(self.check_index(i), out)
 
     def read_many_into(self, indices: Sequence[int], out: np.ndarray) -> None:
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
+            idx = np.array([self.check_index(int(i)) for i in idx], dtype=np.int64)
+        if self.mapped is not None:
+            self.mapped.read_many_into(idx, out)
+            return
         read_into = self.ds.read_into
-        for k, i in enumerate(indices):
-            read_into(self.check_index(i), out[k])
+        for k, i in enumerate(idx.tolist()):
+            read_into(i, out[k])
 
     def latents(self) -> np.ndarray:
         if self._latents is None:
@@ -133,7 +162,8 @@ class _StoreSource(_Source):
         return np.asarray(self.ds.mean, np.float64), np.asarray(self.ds.std, np.float64)
 
     def describe(self) -> str:
-        return f"ident3d store, {self.ds.num_shards} shards"
+        how = ", memory-mapped reads" if self.mapped is not None else ""
+        return f"ident3d store, {self.ds.num_shards} shards{how}"
 
 
 class _FolderSource(_Source):
@@ -264,11 +294,13 @@ def detect_layout(path: str | os.PathLike[str]) -> str:
     )
 
 
-def _open_source(path: str | os.PathLike[str], allow_incomplete: bool = False) -> _Source:
+def _open_source(
+    path: str | os.PathLike[str], allow_incomplete: bool = False, memory_map: bool = True
+) -> _Source:
     if isinstance(path, _Source):
         return path
     layout = detect_layout(path)
     root = Path(path)
     if layout == "store":
-        return _StoreSource(root, allow_incomplete)
+        return _StoreSource(root, allow_incomplete, memory_map)
     return _FolderSource(root)

@@ -104,6 +104,7 @@ from ident3d.store.manifest import (
     missing_shards,
     read_manifest,
 )
+from ident3d.store.mapping import MappedImages, map_images
 from ident3d.store.merge import MergeResult, merge_records
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
 from ident3d.store.records import RECORDS_DIR, deferred_merge, read_records, write_record
@@ -125,6 +126,7 @@ __all__ = [
     "SCENE_DIM",
     "DataError",
     "Dataset",
+    "MappedImages",
     "MergeResult",
     "Sample",
     "ShardInfo",
@@ -145,6 +147,7 @@ __all__ = [
     "index_digits",
     "is_complete",
     "manifest_lock",
+    "map_images",
     "merge_records",
     "missing_shards",
     "open_dataset",

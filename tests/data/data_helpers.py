@@ -34,6 +34,7 @@ def make_store(
     classes: np.ndarray | None = None,
     raw: np.ndarray | None = None,
     seed: int = 0,
+    compression: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A small store dataset; returns (images, raw latents) as written."""
     rng = np.random.default_rng(seed)
@@ -45,7 +46,8 @@ def make_store(
     dim = raw.shape[-1]
     names = ["Teapot", "Hare", "Dragon"] if classes is not None else None
     manifest = create_dataset(root, kind, n, shard_size, H, W, dim, config={"test": True},
-                              has_class=classes is not None, class_names=names)  # fmt: skip
+                              has_class=classes is not None, class_names=names,
+                              compression=compression)  # fmt: skip
     for k in range(manifest["num_shards"]):
         start, count = shard_range(manifest, k)
         with ShardWriter(root, k, start, count, kind, H, W, dim,
@@ -58,3 +60,21 @@ def make_store(
 
 def _chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(img, -1, -3)))
+
+
+def make_contiguous(root: Path) -> None:
+    """Rewrite every shard of the store ``root`` with its images in HDF5's contiguous layout
+    (one extent instead of one chunk per sample); everything else as it was."""
+    import h5py
+
+    for path in sorted(root.glob("shard-*.h5")):
+        tmp = path.with_suffix(".tmp")
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            for name, d in src.items():
+                if name == "images":
+                    dst.create_dataset(name, data=d[()], chunks=None)
+                else:
+                    src.copy(d, dst, name)
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+        tmp.replace(path)

@@ -10,6 +10,7 @@ import sys
 import click
 
 from ident3d import store
+from ident3d.errors import UsageError
 
 
 @click.command()
@@ -63,8 +64,9 @@ def verify(directory: str, quick: bool) -> int:
               default=store.DEFAULT_COMPRESSION, show_default=True)  # fmt: skip
 @click.option("--shard-size", type=click.IntRange(min=1), default=store.DEFAULT_SHARD_SIZE,
               show_default=True, help="Samples per shard file.")  # fmt: skip
-@click.option("--split", type=click.Choice(["train", "test"]), default=None,
-              help="Causal3DIdent: which of trainset/ and testset/ (when SRC holds both).")  # fmt: skip
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Causal3DIdent: which of trainset/ and testset/ (when SRC holds both); "
+                   "Multimodal3DIdent: which of train/, val/, test/.")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert(
     src: str,
@@ -77,7 +79,20 @@ def convert(
     no_progress: bool,
     resume: bool,
 ) -> None:
-    """Pack an original 3DIdent (or Causal3DIdent) folder SRC into a dataset at DST."""
+    """Pack an original 3DIdent (or Causal3DIdent, or Multimodal3DIdent) folder SRC into a
+    dataset at DST (Multimodal3DIdent: a split folder, or the root with --split)."""
+    from ident3d.store.layouts.multimodal3dident import find_multimodal_split
+
+    mm = find_multimodal_split(src, split)
+    if mm is not None:  # image/text pairs: ident3d.store.layouts.multimodal3dident
+        from ident3d.store.layouts.multimodal3dident import convert_multimodal
+
+        if resume:
+            raise UsageError("--resume is not available for Multimodal3DIdent folders.")
+        out = convert_multimodal(mm, dst, overwrite=overwrite, compression=compression,
+                                 shard_size=shard_size)  # fmt: skip
+        click.echo(f"wrote {len(store.open_dataset(out)):,} image/text pairs to {out}")
+        return
     out = store.convert_original(
         src,
         dst,
@@ -100,10 +115,28 @@ def convert(
               help="PNG encoding processes [default: all cores].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in DST.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Image/text datasets: write DST/<split>/ (default train).")  # fmt: skip
 def export(
-    directory: str, dst: str, workers: int | None, overwrite: bool, no_progress: bool
+    directory: str,
+    dst: str,
+    workers: int | None,
+    overwrite: bool,
+    no_progress: bool,
+    split: str | None,
 ) -> None:
-    """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout."""
+    """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout (image/text
+    datasets: the Multimodal3DIdent layout, DST/<split>/)."""
+    from ident3d.store.multimodal import is_multimodal
+
+    if is_multimodal(store.read_manifest(directory)):
+        from ident3d.store.layouts.multimodal3dident import export_multimodal
+
+        out = export_multimodal(directory, dst, split=split or "train", overwrite=overwrite)
+        click.echo(f"exported {directory} to {out}")
+        return
+    if split is not None:
+        raise UsageError("--split applies to image/text datasets only.")
     out = store.export_original(
         directory,
         dst,

@@ -59,7 +59,7 @@ def is_multimodal_split(path: Path) -> bool:
 
 
 def _num(v: float, integer: bool) -> str:
-    return str(int(round(v))) if integer else repr(float(v))
+    return str(round(float(v))) if integer else repr(float(v))
 
 
 def _csv_text(header: tuple[str, ...], rows: list[list[str]]) -> str:

@@ -1,7 +1,8 @@
 """Image/text contrastive training (``ident3d train --modality image-text``).
 
 An image encoder (a torchvision backbone, resnet18 by default, as in the reference harness
-multimodal-contrastive-learning ``main_imgtxt.py`` lines 212-227) and a text encoder
+multimodal-contrastive-learning ``main_imgtxt.py`` lines 212-227, or ``convnet``,
+:mod:`ident3d.image_encoder`, for CPU runs) and a text encoder
 (:mod:`ident3d.text_encoder`) trained jointly with the symmetric InfoNCE of the paper
 (``main_imgtxt.py`` lines 55-76 with ``utils/losses.py`` ``infonce_loss``: cosine similarity
 divided by the temperature, the other 2B - 2 encodings of both modalities as negatives, both
@@ -32,6 +33,7 @@ from torch import nn
 
 from ident3d.data.multimodal_dataset import MultimodalDataset
 from ident3d.errors import UsageError
+from ident3d.image_encoder import SmallConvEncoder
 from ident3d.losses import InfoNCE
 from ident3d.models import build_encoder
 from ident3d.text.vocabulary import Vocabulary
@@ -83,8 +85,11 @@ def resolve_device(name: str) -> torch.device:
 
 def build_encoders(cfg: ImageTextConfig, vocab_size: int) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(cfg.seed)
-    image = build_encoder({"kind": "torchvision", "backbone": cfg.image_encoder,
-                           "n_out": cfg.encoding_size, "head_features": cfg.image_hidden})  # fmt: skip
+    if cfg.image_encoder == "convnet":
+        image: nn.Module = SmallConvEncoder(cfg.encoding_size, cfg.image_hidden)
+    else:
+        image = build_encoder({"kind": "torchvision", "backbone": cfg.image_encoder,
+                               "n_out": cfg.encoding_size, "head_features": cfg.image_hidden})  # fmt: skip
     text = build_text_encoder(
         {"name": cfg.text_encoder, "vocab_size": vocab_size, "n_out": cfg.encoding_size}
     )

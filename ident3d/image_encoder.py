@@ -9,6 +9,8 @@ is resnet18 (``--encoder resnet18``, the default); this one is about 40x cheaper
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -22,7 +24,7 @@ class SmallConvEncoder(nn.Module):
             raise UsageError("convnet encoder: n_out, hidden and width must be at least 1.")
         chans = [3, width, 2 * width, 4 * width, 4 * width]
         mods: list[nn.Module] = []
-        for a, b in zip(chans[:-1], chans[1:], strict=True):
+        for a, b in itertools.pairwise(chans):
             mods += [nn.Conv2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*mods)
         self.head = nn.Sequential(

@@ -32,6 +32,7 @@ from ident3d.eval.encode import (
     factor_names,
 )
 from ident3d.eval.figures import PLOT_POINTS, plot_lambdas, plot_predictions, plot_r2_bars
+from ident3d.eval.multimodal import evaluate_image_text
 from ident3d.eval.report import REPORT_FILE, REPORT_FORMAT, format_table, render_markdown
 from ident3d.eval.run import evaluate_run
 from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
@@ -49,6 +50,7 @@ __all__ = [
     "encode_dataset",
     "encode_synthetic",
     "evaluate",
+    "evaluate_image_text",
     "evaluate_run",
     "factor_names",
     "format_table",

@@ -54,6 +54,7 @@ from ident3d.render.job import (
     require_bpy,
 )
 from ident3d.render.mock import MockRenderer
+from ident3d.render.multimodal import MultimodalJob, render_multimodal
 from ident3d.render.seeds import frame_seed, parse_shard, sample_classes, select_shards
 from ident3d.render.traverse import render_scene_latents, traversal_figure, traversal_latents
 from ident3d.render.workers import (
@@ -78,6 +79,7 @@ __all__ = [
     "MIN_RESOLUTION",
     "RENDERERS",
     "MockRenderer",
+    "MultimodalJob",
     "RenderJob",
     "RenderSummary",
     "Task",
@@ -96,6 +98,7 @@ __all__ = [
     "parse_shard",
     "prepare_dataset",
     "render_dataset",
+    "render_multimodal",
     "render_scene_latents",
     "render_task",
     "require_bpy",

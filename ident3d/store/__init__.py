@@ -95,6 +95,7 @@ from ident3d.store.manifest import (
     missing_shards,
     read_manifest,
 )
+from ident3d.store.multimodal import MultimodalShardWriter, is_multimodal, read_text
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
 from ident3d.store.verify import VerifyReport, check_shard_files, verify_dataset
 from ident3d.store.writer import ShardWriter
@@ -113,6 +114,7 @@ __all__ = [
     "SCENE_DIM",
     "DataError",
     "Dataset",
+    "MultimodalShardWriter",
     "Sample",
     "ShardInfo",
     "ShardWriter",
@@ -127,11 +129,13 @@ __all__ = [
     "export_original",
     "index_digits",
     "is_complete",
+    "is_multimodal",
     "manifest_lock",
     "missing_shards",
     "open_dataset",
     "read_class_names",
     "read_manifest",
+    "read_text",
     "scan_original_layout",
     "sha256_file",
     "shard_digits",

@@ -47,6 +47,7 @@ from ident3d.train.config import (
 from ident3d.train.device import pick_device
 from ident3d.train.loop import TrainingInterrupted, train
 from ident3d.train.memory import check_sizes
+from ident3d.train.multimodal import ImageTextConfig, load_image_text_run, train_image_text
 from ident3d.train.rundir import CKPT_FORMAT
 from ident3d.train.runs import Run, load_run, preprocess_images
 from ident3d.train.schedule import lr_factor
@@ -58,12 +59,14 @@ __all__ = [
     "RUN_FORMAT",
     "SCHEDULES",
     "DatasetSource",
+    "ImageTextConfig",
     "Run",
     "SyntheticSource",
     "TrainingInterrupted",
     "check_sizes",
     "deep_merge",
     "default_config",
+    "load_image_text_run",
     "load_run",
     "load_toml",
     "lr_factor",
@@ -72,4 +75,5 @@ __all__ = [
     "resolve_config",
     "score",
     "train",
+    "train_image_text",
 ]

@@ -70,6 +70,8 @@ def test_cli_render_and_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture
          "unknown palette 'rainbow'"),
         ("is at the {YPOS}-{XPOS} of the image.", "is at the {YPOS} of the image.",
          "lacks the slot {XPOS}"),
+        ("position_dependent_color = false", "position_dependent_color = false\ncolour = 1",
+         "unknown key 'multimodal.colour'"),
     ):  # fmt: skip
         bad = tmp_path / "bad.toml"
         bad.write_text(text.replace(old, new))

@@ -99,3 +99,19 @@ def test_cli_bad_inputs(mm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
         assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (extra, err)
     assert _run(["train", "--out", str(tmp_path / "s"), "--text-encoder", "conv1d"]) == 2
     assert "needs --modality image-text" in capsys.readouterr().err
+    # text on a dataset without captions (a 3DIdent render): train, eval and export refuse it
+    from ident3d import render as R
+    from ident3d.latents import latent_model_from_options
+
+    preset = load_preset("3dident")
+    model = latent_model_from_options(space=preset.mapping("box").default_space(), sigma=0.1)
+    job = R.RenderJob(preset=preset, mode="box", quality="fast", resolution=16,
+                      objects=["teapot"], pairs=False, n=2, seed=0, model=model, renderer="mock")  # fmt: skip
+    R.render_dataset(job, tmp_path / "img", workers=0, progress=False)
+    for argv in ([*base, "--data", str(tmp_path / "img")],
+                 ["export", str(tmp_path / "img"), str(tmp_path / "x"), "--split", "val"]):  # fmt: skip
+        assert _run(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        assert "not an image/text dataset" in err[0] or "image/text datasets only" in err[0]
+    assert not (tmp_path / "x").exists()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,7 @@ class MultimodalSpec:
         return len(self.grid)
 
 
+@lru_cache(maxsize=4)  # a render asks for a few samples of the same block at a time
 def _draw_block(spec: MultimodalSpec, seed: int, block: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(np.random.SeedSequence([_MM_STREAM, int(seed)], spawn_key=(block,)))
     b = BLOCK_SIZE
@@ -146,7 +148,10 @@ def _draw_block(spec: MultimodalSpec, seed: int, block: int) -> dict[str, np.nda
     image = np.column_stack(
         [shape, xpos, ypos, np.full(b, spec.z), rot, hue, spot, spot_hue, bg_hue]
     ).astype(np.float64)
-    return {"image": image, "palette": palette, "phrasing": phrasing}
+    out = {"image": image, "palette": palette, "phrasing": phrasing}
+    for v in out.values():
+        v.flags.writeable = False  # shared by the cache: callers get copies (slices + concat)
+    return out
 
 
 def sample_multimodal(

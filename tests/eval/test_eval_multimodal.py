@@ -52,3 +52,22 @@ def test_report_of_a_short_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as exc:
         main(["eval", "--run", str(run), "--data", "synthetic"])
     assert exc.value.code == 2 and "image/text dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shared_factors_rise_above_the_modality_specific(tmp_path: Path) -> None:
+    """A short CPU run on mock-rendered pairs: both encoders recover the shared factors, and
+    neither the modality-specific ones (docs/datasets.md has the numbers of a Blender run)."""
+    preset = load_preset("multimodal3dident")
+    for name, n, seed in (("train", 2000, 0), ("val", 800, 1)):
+        job = MultimodalJob(preset, "fast", 32, n, seed, renderer="mock")
+        render_multimodal(job, tmp_path / name, workers=0, progress=False)
+    cfg = ImageTextConfig(data=str(tmp_path / "train"), steps=150, batch_size=64, lr=1e-3,
+                          temperature=0.2, image_encoder="convnet", device="cpu")  # fmt: skip
+    run = train_image_text(cfg, tmp_path / "run")
+    s = evaluate_image_text(run, tmp_path / "val", device="cpu")["summary"]
+    for enc in ("image", "text"):
+        assert s["shared"][enc] > 0.5, s
+        for group in ("image-specific", "text-specific"):
+            assert s[group][enc] < 0.15, s
+            assert s["shared"][enc] > s[group][enc] + 0.4, s

@@ -156,6 +156,7 @@ def render_multimodal(
         if overwrite and not created:
             with store.manifest_lock(out):
                 (out / store.MANIFEST_NAME).unlink(missing_ok=True)
+                (out / "vocab.json").unlink(missing_ok=True)  # MultimodalDataset's, now stale
         manifest = store.create_dataset(
             out, kind="images", n=job.n, shard_size=job.shard_size, height=job.resolution,
             width=job.resolution, raw_dim=len(IMAGE_COLUMNS), config=job.config(),

@@ -46,6 +46,19 @@ def test_mock_dataset_holds_images_captions_and_latents(tmp_path: Path) -> None:
     ds2 = store.open_dataset(tmp_path / "e")
     np.testing.assert_array_equal(ds2.read_slice(0, 9).images, ds.read_slice(0, 9).images)
     assert read_text(tmp_path / "e").captions == text.captions
+    # a second render into it: refused, resumed (nothing to do) or overwritten
+    from ident3d.errors import UsageError
+
+    with pytest.raises(UsageError, match="--resume"):
+        render_multimodal(_job(n=9, shard_size=4), tmp_path / "d", workers=0, progress=False)
+    s = render_multimodal(_job(n=9, shard_size=4), tmp_path / "d", workers=0, progress=False,
+                          resume=True)  # fmt: skip
+    assert s.samples == 0 and s.complete
+    (tmp_path / "d" / "vocab.json").write_text("{}")
+    s = render_multimodal(_job(n=9, shard_size=4), tmp_path / "d", workers=0, progress=False,
+                          overwrite=True)  # fmt: skip
+    assert s.samples == 9 and not (tmp_path / "d" / "vocab.json").exists()
+    assert read_text(tmp_path / "d").captions == text.captions
 
 
 def test_cli_render_and_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

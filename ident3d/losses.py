@@ -20,13 +20,22 @@ plain InfoNCE.
 
 Every loss reports ``n_negatives(B)`` so the harness can log the mutual-information lower bound
 ``log(M + 1) - L`` next to the loss (see :func:`mi_lower_bound`).
+
+A batch split over several processes (``ident3d.train.distributed``) passes
+``candidates=Candidates(c1, c2, offset)``: ``c1``, ``c2`` hold the encodings of all ``B``
+pairs of the global batch (every rank's, in rank order) and ``h1``, ``h2`` are this rank's rows
+``offset, offset + 1, ...`` of them. The anchors are then this rank's rows and the negatives
+come from the whole global batch (``M = 2B - 2`` or ``B - 1`` as above), and a loss returns
+this rank's *share*: the sum of its anchors' losses divided by the number of anchors of the
+global batch, so the shares of all ranks add up to the loss of the whole batch on one process.
+Without ``candidates`` the share is the whole loss.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -67,12 +76,25 @@ def pairwise_similarity(
     raise UsageError(f"unknown similarity {kind!r}; choose one of {', '.join(SIMILARITIES)}")
 
 
-def _anchor_loss(logits: torch.Tensor, pos: torch.Tensor, beta: float) -> torch.Tensor:
-    """Mean over rows of the InfoNCE loss; ``logits`` rows hold the candidates (masked ones
-    are ``-inf``), ``pos`` the column of each row's positive. Invariant to adding a constant
-    to a row, which lets callers drop row-constant terms of the similarity."""
+class Candidates(NamedTuple):
+    """The global batch of a batch split over ranks: ``c1``, ``c2`` are the ``(B, n)``
+    encodings of both views of all ranks' pairs (rank order); the anchors handed to a loss
+    are rows ``offset, offset + 1, ...`` of them."""
+
+    c1: torch.Tensor
+    c2: torch.Tensor
+    offset: int
+
+
+def _anchor_loss(
+    logits: torch.Tensor, pos: torch.Tensor, beta: float, n_anchors: int
+) -> torch.Tensor:
+    """Sum over rows of the InfoNCE loss divided by ``n_anchors`` (the anchors of the whole
+    batch); ``logits`` rows hold the candidates (masked ones are ``-inf``), ``pos`` the column
+    of each row's positive. Invariant to adding a constant to a row, which lets callers drop
+    row-constant terms of the similarity."""
     if beta == 0.0:
-        return nn.functional.cross_entropy(logits, pos)
+        return nn.functional.cross_entropy(logits, pos, reduction="sum") / n_anchors
     rows = torch.arange(logits.shape[0], device=logits.device)
     s_pos = logits[rows, pos]
     neg = logits.clone()
@@ -81,7 +103,7 @@ def _anchor_loss(logits: torch.Tensor, pos: torch.Tensor, beta: float) -> torch.
     neg_term = (
         torch.log(m) + torch.logsumexp((1.0 + beta) * neg, 1) - torch.logsumexp(beta * neg, 1)
     )
-    return (torch.logsumexp(torch.stack([s_pos, neg_term], 1), 1) - s_pos).mean()
+    return (torch.logsumexp(torch.stack([s_pos, neg_term], 1), 1) - s_pos).sum() / n_anchors
 
 
 def contrastive_loss(
@@ -91,26 +113,38 @@ def contrastive_loss(
     negatives: str = "both",
     symmetric: bool = True,
     beta: float = 0.0,
+    candidates: Candidates | None = None,
 ) -> torch.Tensor:
     """InfoNCE for a pairwise similarity function ``sim(a, b) -> (len(a), len(b))`` (already
     divided by any temperature; it may omit terms that are constant along a row, i.e. depend
-    on ``a`` only). See the module docstring for the options."""
+    on ``a`` only). See the module docstring for the options; with ``candidates`` the
+    anchors ``h1``, ``h2`` are contrasted with the global batch and the result is this rank's
+    share of its loss."""
     b = h1.shape[0]
     dev = h1.device
-    idx = torch.arange(b, device=dev)
+    if candidates is None:
+        c1, c2, off = h1, h2, 0
+    else:
+        c1, c2, off = candidates
+    n = c1.shape[0]
+    idx = torch.arange(b, device=dev) + off
+    rows = torch.arange(2 * b if symmetric else b, device=dev)
     if negatives == "both":
-        h = torch.cat([h1, h2])
-        # rows: the anchors; the anchor itself (column = row index) is masked out in place
-        s = sim(h, h) if symmetric else sim(h1, h)
-        s.diagonal().fill_(-math.inf)
+        c = torch.cat([c1, c2])
+        anchors = torch.cat([h1, h2]) if symmetric else h1
+        if candidates is None and symmetric:
+            anchors = c
+        # rows: the anchors; the anchor itself among the candidates is masked out in place
+        s = sim(anchors, c)
         if symmetric:
-            return _anchor_loss(s, torch.cat([idx + b, idx]), beta)
-        return _anchor_loss(s, idx + b, beta)
+            s[rows, torch.cat([idx, idx + n])] = -math.inf
+            return _anchor_loss(s, torch.cat([idx + n, idx]), beta, 2 * n)
+        s[rows, idx] = -math.inf
+        return _anchor_loss(s, idx + n, beta, n)
     if negatives == "cross":
-        s = sim(h1, h2)
-        loss = _anchor_loss(s, idx, beta)
+        loss = _anchor_loss(sim(h1, c2), idx, beta, n)
         if symmetric:
-            loss = 0.5 * (loss + _anchor_loss(sim(h2, h1), idx, beta))
+            loss = 0.5 * (loss + _anchor_loss(sim(h2, c1), idx, beta, n))
         return loss
     raise UsageError(f"unknown negatives mode {negatives!r}; choose one of {', '.join(NEGATIVES)}")
 
@@ -131,12 +165,21 @@ def _check_common(negatives: str, beta: float) -> None:
         raise UsageError(f"the hard-negative concentration beta must be >= 0, got {beta}")
 
 
+def _float(candidates: Candidates | None) -> Candidates | None:
+    if candidates is None:
+        return None
+    return Candidates(candidates.c1.float(), candidates.c2.float(), int(candidates.offset))
+
+
 class ContrastiveLoss(nn.Module, abc.ABC):
-    """Base class: ``forward(h1, h2) -> scalar``, ``n_negatives(B)``, ``spec()``."""
+    """Base class: ``forward(h1, h2, candidates=None) -> scalar``, ``n_negatives(B)``,
+    ``spec()``."""
 
     negatives: str = "both"
 
     def n_negatives(self, batch: int) -> int:
+        """Negatives per anchor for a batch of ``batch`` pairs (the global batch when it is
+        split over ranks: every anchor sees all of it)."""
         return 2 * batch - 2 if self.negatives == "both" else batch - 1
 
     def lambdas(self) -> torch.Tensor | None:
@@ -186,10 +229,13 @@ class InfoNCE(ContrastiveLoss):
             return (a / self.temperature) @ b.T
         return self.sim(a, b)
 
-    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, h1: torch.Tensor, h2: torch.Tensor, candidates: Candidates | None = None
+    ) -> torch.Tensor:
         return contrastive_loss(
-            h1.float(), h2.float(), self.logits, self.negatives, self.symmetric, self.beta
-        )
+            h1.float(), h2.float(), self.logits, self.negatives, self.symmetric, self.beta,
+            _float(candidates),
+        )  # fmt: skip
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -239,10 +285,13 @@ class AnInfoNCE(ContrastiveLoss):
         bl = b * lam
         return torch.addmm((bl * b).sum(-1).mul(-0.5)[None, :], a, bl.T)
 
-    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, h1: torch.Tensor, h2: torch.Tensor, candidates: Candidates | None = None
+    ) -> torch.Tensor:
         return contrastive_loss(
-            h1.float(), h2.float(), self.logits, self.negatives, self.symmetric, self.beta
-        )
+            h1.float(), h2.float(), self.logits, self.negatives, self.symmetric, self.beta,
+            _float(candidates),
+        )  # fmt: skip
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -279,10 +328,12 @@ class EnsembleLoss(ContrastiveLoss):
                 return lam
         return None
 
-    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, h1: torch.Tensor, h2: torch.Tensor, candidates: Candidates | None = None
+    ) -> torch.Tensor:
         total = h1.new_zeros((), dtype=torch.float32)
         for w, m in zip(self.weights, self.members, strict=True):
-            total = total + w * m(h1, h2)
+            total = total + w * m(h1, h2, candidates)
         return total
 
     def normalised(self, loss: float) -> float:

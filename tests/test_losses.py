@@ -11,6 +11,7 @@ import torch
 from ident3d.errors import UsageError
 from ident3d.losses import (
     AnInfoNCE,
+    Candidates,
     EnsembleLoss,
     InfoNCE,
     build_loss,
@@ -195,6 +196,54 @@ def test_ensemble_is_weighted_sum_and_roundtrips():
     assert e.normalised(4.5) == pytest.approx(2.0)
     e2 = build_loss(e.spec())
     assert e2(h1, h2).item() == pytest.approx(e(h1, h2).item())
+
+
+#: every loss that uses negatives, in the variants the global-batch candidates must handle
+SHARE_SPECS = [
+    {"name": "infonce", "similarity": "lp", "p": 2.0},
+    {"name": "infonce", "similarity": "lp", "p": 1.0, "negatives": "cross"},
+    {"name": "infonce", "similarity": "dot", "temperature": 0.5, "symmetric": False},
+    {"name": "infonce", "similarity": "cosine", "temperature": 0.2, "negatives": "cross",
+     "symmetric": False},
+    {"name": "infonce", "similarity": "lp", "p": 3.0, "hard_negative_beta": 0.7},
+    {"name": "aninfonce", "n": 3},
+    {"name": "aninfonce", "n": 3, "negatives": "cross", "hard_negative_beta": 1.5},
+    {"name": "ensemble", "members": [
+        {"weight": 0.5, "loss": {"name": "infonce", "similarity": "lp", "p": 1.0}},
+        {"weight": 2.0, "loss": {"name": "aninfonce", "n": 3, "symmetric": False}}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", SHARE_SPECS, ids=lambda s: str(s)[:60])
+@pytest.mark.parametrize("bounds", [(0, 3, 7), (0, 4, 8), (0, 1, 5, 6, 9)])
+def test_shares_of_a_split_batch_add_up_to_the_whole(spec, bounds):
+    """A batch split into row ranges (as over ranks), each range's anchors against the whole
+    batch: the shares add up to the loss of the whole batch, and so do their gradients."""
+    g = torch.Generator().manual_seed(7)
+    b = bounds[-1]
+    h1 = torch.randn(b, 3, generator=g, requires_grad=True)
+    h2 = torch.randn(b, 3, generator=g, requires_grad=True)
+    f = build_loss(spec, torch.Generator().manual_seed(3))
+    whole = f(h1, h2)
+    grads = torch.autograd.grad(whole, [h1, h2, *f.parameters()])
+    shares = [
+        f(h1[lo:hi], h2[lo:hi], Candidates(h1, h2, lo)) for lo, hi in itertools.pairwise(bounds)
+    ]
+    total = sum(shares)
+    assert total.item() == pytest.approx(whole.item(), rel=1e-6)
+    # a share alone is not the loss of its rows: the candidates are the whole batch
+    k = max(range(len(shares)), key=lambda i: bounds[i + 1] - bounds[i])
+    lo, hi = bounds[k], bounds[k + 1]
+    assert abs(f(h1[lo:hi], h2[lo:hi]).item() - shares[k].item() * b / (hi - lo)) > 1e-3
+    for a, r in zip(torch.autograd.grad(total, [h1, h2, *f.parameters()]), grads, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_n_negatives_of_every_loss():
+    assert InfoNCE().n_negatives(32) == 62 and AnInfoNCE(3).n_negatives(32) == 62
+    assert InfoNCE(negatives="cross").n_negatives(32) == 31
+    e = EnsembleLoss([InfoNCE(), AnInfoNCE(3, negatives="cross")], [1.0, 1.0])
+    assert e.n_negatives(32) == 31
 
 
 def test_mi_lower_bound():

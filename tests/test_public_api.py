@@ -89,6 +89,9 @@ DOCUMENTED_PATHS = [
     "ident3d.store.Dataset",
     "ident3d.synthetic.draw_mixing_weights",
     "ident3d.train.load_run",
+    "ident3d.train.all_gather_with_grad",
+    "ident3d.train.global_batch_loss",
+    "ident3d.losses.Candidates",
     "ident3d.train.train",
     "ident3d.train.Run",
 ]

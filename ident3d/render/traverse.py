@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,10 +74,12 @@ def render_scene_latents(
     return out
 
 
-def traversal_figure(
-    images: np.ndarray, values: np.ndarray, names: Sequence[str], out: str | os.PathLike[str]
-) -> None:
-    """Save the grid ``images (steps, factors, H, W, 3)`` with factor names as column titles."""
+def _traversal_grid(images: np.ndarray, values: np.ndarray, names: Sequence[str]) -> Any:
+    """The matplotlib figure of :func:`traversal_figure` (drawn, not saved).
+
+    Each value label sits inside its own image (bottom left, on a light box), so no row can
+    cover the labels of the row above, whatever the grid size.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,14 +93,34 @@ def traversal_figure(
             ax.imshow(images[i, j])
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(f"{values[i, j]:+.2f}", fontsize=6, labelpad=1)
+            ax.text(
+                0.04,
+                0.04,
+                f"{values[i, j]:+.2f}",
+                transform=ax.transAxes,
+                fontsize=6,
+                ha="left",
+                va="bottom",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
+            )
             if i == 0:
                 ax.set_title(names[j], fontsize=8)
     fig.suptitle(
-        "latent traversal: one column per factor, each row a step along it (value below)",
+        "latent traversal: one column per factor, each row a step along it (value in the image)",
         fontsize=9,
     )
     fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2, rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / (steps + 1)))
+    fig.canvas.draw()
+    return fig
+
+
+def traversal_figure(
+    images: np.ndarray, values: np.ndarray, names: Sequence[str], out: str | os.PathLike[str]
+) -> None:
+    """Save the grid ``images (steps, factors, H, W, 3)`` with factor names as column titles."""
+    import matplotlib.pyplot as plt
+
+    fig = _traversal_grid(images, values, names)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     fig.savefig(tmp, dpi=130)

@@ -66,7 +66,14 @@ class _OpenShard:
 
     __slots__ = ("cls", "direct", "file", "images", "raw", "sample_shape", "scene", "zeros")
 
-    def __init__(self, path: Path, has_class: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        has_class: bool,
+        count: int | None = None,
+        image_shape: tuple[int, ...] | None = None,
+        raw_shape: tuple[int, ...] | None = None,
+    ) -> None:
         h5py = _h5py()
 
         try:
@@ -96,6 +103,23 @@ class _OpenShard:
             )
         except (OSError, KeyError) as exc:
             raise DataError(f"cannot read shard {path}: {exc}; run `ident3d verify`.") from None
+        if count is not None:
+            # The manifest says what the shard holds; an edited manifest (height, kind, dims)
+            # or a swapped shard must be a clear error, not an h5py buffer-size ValueError.
+            expected = {"images": (count, *image_shape), "latents_raw": (count, *raw_shape)}
+            found = {"images": self.images.shape, "latents_raw": self.raw.shape}
+            if self.scene.shape[:1] != (count,):
+                expected["latents"], found["latents"] = (count,), self.scene.shape[:1]
+            if self.cls is not None and self.cls.shape != (count,):
+                expected["class"], found["class"] = (count,), self.cls.shape
+            for name, shape in expected.items():
+                if tuple(found[name]) != tuple(shape):
+                    self.file.close()
+                    raise DataError(
+                        f"shard {path} holds {name} of shape {tuple(found[name])} but the "
+                        f"manifest implies {tuple(shape)}; the manifest or the shard was "
+                        f"changed; run `ident3d verify`."
+                    )
         self.sample_shape = self.images.shape[1:]
         self.zeros = (0,) * len(self.sample_shape)
 
@@ -215,7 +239,13 @@ class Dataset:
                 )
             path = self.root / entry["file"]
             _check_shard_file(path)
-            sh = _OpenShard(path, self.has_class)
+            sh = _OpenShard(
+                path,
+                self.has_class,
+                count=int(entry["count"]),
+                image_shape=self.image_shape,
+                raw_shape=_latent_shape(self.kind, self.raw_dim),
+            )
             self._open[k] = sh
         return sh
 

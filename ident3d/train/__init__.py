@@ -16,7 +16,7 @@ A run is driven by one *resolved config* (a JSON-ready dict, written to ``config
 ```
 
 The run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per line:
-``{"kind": "train", "step", "loss", "mi_bound", "lambda"?}`` for every step, and
+``{"kind": "train", "step", "loss", "mi_bound", "negatives", "lambda"?}`` for every step, and
 ``{"kind": "eval", "step", "r2", "mcc", "r2_per_dim", ...}`` at every evaluation) and
 ``checkpoints/step-<8 digits>.pt`` plus ``checkpoints/last.pt``. Checkpoints are plain dicts
 of tensors, numbers, strings and lists (``torch.load(..., weights_only=True)`` reads them) and
@@ -28,7 +28,8 @@ hold everything needed to continue bit for bit: the encoder, the loss parameters
 config, the learned lambdas and, for synthetic runs, the data-generating process.
 
 The package holds one concept per module: :mod:`~ident3d.train.config`,
-:mod:`~ident3d.train.sources`, :mod:`~ident3d.train.device`, :mod:`~ident3d.train.setup`
+:mod:`~ident3d.train.sources`, :mod:`~ident3d.train.device`,
+:mod:`~ident3d.train.distributed` (the global batch's loss across ranks), :mod:`~ident3d.train.setup`
 (everything the step loop needs), :mod:`~ident3d.train.schedule` (learning rate),
 :mod:`~ident3d.train.metrics_log` (logging), :mod:`~ident3d.train.scores`,
 :mod:`~ident3d.train.rundir` (run directory and checkpoints), :mod:`~ident3d.train.memory`
@@ -45,6 +46,7 @@ from ident3d.train.config import (
     resolve_config,
 )
 from ident3d.train.device import pick_device
+from ident3d.train.distributed import all_gather_with_grad, global_batch_loss, rank_rows
 from ident3d.train.loop import TrainingInterrupted, train
 from ident3d.train.memory import check_sizes
 from ident3d.train.multimodal import ImageTextConfig, load_image_text_run, train_image_text
@@ -63,15 +65,18 @@ __all__ = [
     "Run",
     "SyntheticSource",
     "TrainingInterrupted",
+    "all_gather_with_grad",
     "check_sizes",
     "deep_merge",
     "default_config",
+    "global_batch_loss",
     "load_image_text_run",
     "load_run",
     "load_toml",
     "lr_factor",
     "pick_device",
     "preprocess_images",
+    "rank_rows",
     "resolve_config",
     "score",
     "train",

@@ -17,6 +17,7 @@ import torch
 
 from ident3d.losses import EnsembleLoss
 from ident3d.train.device import pick_device
+from ident3d.train.distributed import average_gradients, global_batch_loss
 from ident3d.train.memory import check_sizes
 from ident3d.train.metrics_log import _MetricsLog, _StepLog
 from ident3d.train.rundir import _open_run_dir, _save_checkpoint, _write_config, write_error
@@ -177,17 +178,16 @@ def _train_step(t: _Trainer, total: int) -> torch.Tensor:
     with torch.autocast(t.device.type, torch.bfloat16, enabled=t.amp):
         h = t.fwd(torch.cat([x1, x2]))
     b = x1.shape[0]
-    loss = t.loss_fn(h[:b].float(), h[b:].float())
+    # across ranks: the negatives of the global batch, scaled so that DDP's gradient average
+    # equals one process's gradient on the whole batch (ident3d.train.distributed)
+    to_backward, loss = global_batch_loss(
+        t.loss_fn, h[:b].float(), h[b:].float(), int(t.config["batch_size"]), t.dist.world
+    )
     t.opt.zero_grad(set_to_none=True)
     if t.lam_opt is not None:
         t.lam_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if t.dist.world > 1 and t.loss_params:
-        import torch.distributed as dist
-
-        for p in t.loss_params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+    to_backward.backward()
+    average_gradients(t.loss_params, t.dist.world)  # not wrapped by DDP: the same average
     t.opt.step()
     if t.lam_opt is not None:
         t.lam_opt.step()
@@ -197,8 +197,8 @@ def _train_step(t: _Trainer, total: int) -> torch.Tensor:
 
 def _step_log(t: _Trainer, log: _MetricsLog) -> _StepLog:
     """The buffered ``train`` rows, with the loss normalisation and negatives of this run."""
-    batch = int(t.config["batch_size"])
-    n_neg = t.loss_fn.n_negatives(batch // t.dist.world if t.dist.world > 1 else batch)
+    # every anchor sees the negatives of the global batch, on any number of ranks
+    n_neg = t.loss_fn.n_negatives(int(t.config["batch_size"]))
     norm = t.loss_fn.normalised if isinstance(t.loss_fn, EnsembleLoss) else (lambda v: v)
     base_lr = t.base_lrs[0][1] if t.scheduled else None
     return _StepLog(log, norm, n_neg, t.config["optim"], base_lr, int(t.config["steps"]), t.step)

@@ -38,8 +38,10 @@ def step_bytes(cfg: dict[str, Any], world: int = 1) -> dict[str, int]:
     ``similarity`` (the (2B)^2 float32 logits), ``activations`` (MLP encoders), ``parameters``
     (MLP encoders, with gradients and Adam's moments) and ``eval`` (synthetic evaluation
     samples through the MLP)."""
-    b = max(1, int(cfg["batch_size"]) // max(1, world))
-    parts = {"similarity": _SIM_COPIES * 4 * (2 * b) ** 2}
+    batch = max(1, int(cfg["batch_size"]))
+    b = -(-batch // max(1, world))  # the largest rank's rows
+    # each rank's anchors (2b rows) against the whole global batch (2B columns)
+    parts = {"similarity": _SIM_COPIES * 4 * (2 * b) * (2 * batch)}
     m = cfg["model"]
     if m.get("kind") == "mlp":
         widths = [int(m["n_in"]), *[int(w) for w in m["hidden"]], int(m["n_out"])]

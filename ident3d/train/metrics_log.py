@@ -94,6 +94,7 @@ class _StepLog:
                 "step": s,
                 "loss": losses[i],
                 "mi_bound": mi_lower_bound(lv, self.n_neg),
+                "negatives": self.n_neg,
             }
             if lams is not None:
                 row["lambda"] = lams[i]

@@ -158,17 +158,12 @@ def _write_config(out: Path, config: dict[str, Any], resume: bool) -> None:
 
 
 def _save_checkpoint(t: _Trainer, log: _MetricsLog, out: Path) -> None:
-    """Write ``checkpoints/step-<step>.pt`` and ``checkpoints/last.pt`` (main process; every
-    process contributes its data source's state)."""
-    sources = [t.source.state()]
-    if t.dist.world > 1:
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * t.dist.world
-        dist.all_gather_object(gathered, t.source.state())
-        sources = gathered
+    """Write ``checkpoints/step-<step>.pt`` and ``checkpoints/last.pt`` (main process). The
+    data source's state is the same on every rank (each draws the global batch), so the
+    checkpoint holds one, whatever the number of ranks."""
     if not t.dist.main:
         return
+    sources = [t.source.state()]
     state = {
         "format": CKPT_FORMAT,
         "step": t.step,

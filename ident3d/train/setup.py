@@ -14,6 +14,7 @@ from torch import nn
 from ident3d.losses import ContrastiveLoss, build_loss
 from ident3d.models import build_encoder
 from ident3d.train.device import _Dist, _init_distributed, _use_amp
+from ident3d.train.distributed import check_split, sync_batchnorm
 from ident3d.train.sources import _make_source, _stream_seed
 
 
@@ -44,6 +45,7 @@ def _set_up(config: dict[str, Any], ckpt: dict[str, Any] | None) -> _Trainer:
     """Devices, seeds, encoder, loss, optimisers and data source of a run (in this order: the
     torch RNG is seeded before the encoder is built)."""
     dist_info, device = _init_distributed(config["loop"].get("device", "auto"))
+    check_split(int(config["batch_size"]), dist_info.world)
     threads = int(config["loop"].get("threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -93,7 +95,9 @@ def _restore(t: _Trainer, ckpt: dict[str, Any] | None, resume: bool, out: Path) 
         torch.set_rng_state(ckpt["rng"]["torch"])
         if t.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], t.device)
-        t.source.load_state(ckpt["rng"]["source"][t.dist.rank])
+        # one state for all ranks (each draws the global batch and keeps its rows), so a
+        # checkpoint of any number of ranks continues on any other
+        t.source.load_state(ckpt["rng"]["source"][0])
         t.step = int(ckpt["step"])
         return int(ckpt["metrics_bytes"])
     if resume and (out / "metrics.jsonl").exists():
@@ -102,8 +106,10 @@ def _restore(t: _Trainer, ckpt: dict[str, Any] | None, resume: bool, out: Path) 
 
 
 def _wrap(t: _Trainer) -> None:
-    """The forward pass: DistributedDataParallel across processes, ``torch.compile`` when the
-    config asks for it; and whether it runs under bfloat16 autocast."""
+    """The forward pass: DistributedDataParallel across processes (batch norm over the global
+    batch on CUDA ranks), ``torch.compile`` when the config asks for it; and whether it runs
+    under bfloat16 autocast."""
+    t.encoder = sync_batchnorm(t.encoder, t.device, t.dist.world)
     model: nn.Module = t.encoder
     if t.dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel

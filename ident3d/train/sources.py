@@ -14,6 +14,7 @@ from torch import nn
 from ident3d.errors import DataError, UsageError
 from ident3d.synthetic import build_dgp
 from ident3d.train.config import READ_ERRORS, _open_training_dataset, data_read_error
+from ident3d.train.distributed import rank_rows
 
 
 def _stream_seed(seed: int, stream: int) -> int:
@@ -33,15 +34,21 @@ class SyntheticSource:
     ) -> None:
         self.dgp = build_dgp(cfg["data"], device, mixing_state)
         self.device = device
-        self.batch = int(cfg["batch_size"]) // world
+        # every rank draws the global batch from the same stream and keeps its rows: the
+        # data do not depend on the number of ranks (a run resumes on any number)
+        self.batch = int(cfg["batch_size"])
+        self.rows = rank_rows(self.batch, rank, world) if world > 1 else None
         self.gen = torch.Generator(device=device)
-        self.gen.manual_seed(_stream_seed(cfg["seed"], 1 + rank))
+        self.gen.manual_seed(_stream_seed(cfg["seed"], 1))
         self.eval_seed = _stream_seed(cfg["seed"], 1000)
         self.eval_samples = int(cfg["loop"]["eval_samples"])
         self._eval: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         _, _, x1, x2 = self.dgp.sample_pairs(self.batch, self.gen)
+        if self.rows is not None:
+            lo, hi = self.rows
+            return x1[lo:hi], x2[lo:hi]
         return x1, x2
 
     def eval_set(self) -> tuple[torch.Tensor, np.ndarray]:
@@ -77,7 +84,9 @@ class SyntheticSource:
 class _StepBatches(torch.utils.data.Sampler):
     """Batches of item indices for steps ``start, start + 1, ...``: step ``s`` is batch
     ``s mod (N // B)`` of epoch ``s // (N // B)`` of a seeded per-epoch shuffle (kNN datasets
-    get ``(epoch, i)`` items), so the data position is a function of the step alone."""
+    get ``(epoch, i)`` items), so the data position is a function of the step alone. ``batch``
+    is the global batch ``B``; rank ``rank`` of ``world`` gets its rows of it (``rank_rows``),
+    so the global batch of a step does not depend on the number of ranks."""
 
     def __init__(
         self,
@@ -93,7 +102,8 @@ class _StepBatches(torch.utils.data.Sampler):
         self.n, self.batch, self.seed = n, batch, seed
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
         self.with_epoch = with_epoch
-        self.per_epoch = n // (batch * world)
+        self.per_epoch = n // batch
+        self.rows = rank_rows(batch, rank, world)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -103,8 +113,8 @@ class _StepBatches(torch.utils.data.Sampler):
 
         epoch, j = divmod(step, self.per_epoch)
         order = EpochSampler(self.n, shuffle=True, seed=self.seed).order(epoch)
-        lo = (j * self.world + self.rank) * self.batch
-        idx = order[lo : lo + self.batch].tolist()
+        lo, hi = self.rows
+        idx = order[j * self.batch + lo : j * self.batch + hi].tolist()
         return [(epoch, i) for i in idx] if self.with_epoch else idx
 
     def __iter__(self) -> Any:
@@ -130,7 +140,7 @@ class DatasetSource:
         d = cfg["data"]
         self.cfg, self.device = cfg, device
         self.seed = int(cfg["seed"])
-        self.batch = int(cfg["batch_size"]) // world
+        self.batch = int(cfg["batch_size"])  # global: each rank reads its rows of it
         self.eval_samples = int(cfg["loop"]["eval_samples"])
         resident = d.get("resident", "auto")
         if resident == "auto":

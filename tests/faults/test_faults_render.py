@@ -430,10 +430,24 @@ def _kill_and_resume(out: Path, reference: Path, after: int, delay: float) -> No
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert _wait_gone(proc.pid) == []
+    _nothing_half_written_looks_complete(out)
     r = _run(out, "--resume")
     assert r.returncode == 0, r.stderr
     _same(out, reference)
     _clean(out)
+
+
+def _nothing_half_written_looks_complete(out: Path) -> None:
+    """Right after a kill: every file with a shard's name is a committed, intact shard (a
+    shard being written lives under a temporary name until it is complete and renamed)."""
+    on_disk = {p.name for p in out.glob("shard-*.h5")} if out.exists() else set()
+    if not (out / "manifest.json").exists():  # killed before the dataset was created
+        assert not on_disk, f"shard files without a manifest: {on_disk}"
+        return
+    manifest = json.loads((out / "manifest.json").read_text())
+    committed = {s["file"] for s in manifest["shards"]}
+    assert on_disk == committed, f"uncommitted files with shard names: {on_disk - committed}"
+    assert not store.verify_dataset(out).problems
 
 
 KILLS_FAST = [(1, 0.0), (4, 0.013), (7, 0.031)]

@@ -41,3 +41,31 @@ def test_traversal_latents_vary_one_factor_per_column() -> None:
         assert varying.tolist() == [j]
     assert values[0, 0] < -2.5 and values[-1, 0] > 2.5  # x spans [-3, 3] in box mode
     assert json.dumps(values.tolist())
+
+
+@pytest.mark.parametrize("steps,factors", [(7, 10), (3, 2)])
+def test_traversal_value_labels_stay_inside_their_own_image(steps: int, factors: int) -> None:
+    """Every value label is drawn within its own image's axes: the next row cannot hide it."""
+    import matplotlib.pyplot as plt
+
+    from ident3d.render.traverse import _traversal_grid
+
+    images = np.zeros((steps, factors, 16, 16, 3), np.uint8)
+    values = np.linspace(-1, 1, steps)[:, None].repeat(factors, 1)
+    fig = _traversal_grid(images, values, [f"f{j}" for j in range(factors)])
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    try:
+        labels = 0
+        for ax in axes:
+            box = ax.get_window_extent(renderer)
+            for text in ax.texts:
+                t = text.get_window_extent(renderer)
+                labels += 1
+                assert box.x0 <= t.x0 and t.x1 <= box.x1 and box.y0 <= t.y0 and t.y1 <= box.y1
+                for other in axes:
+                    if other is not ax:
+                        assert not t.overlaps(other.get_window_extent(renderer))
+        assert labels == steps * factors
+    finally:
+        plt.close(fig)

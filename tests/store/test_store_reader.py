@@ -105,3 +105,31 @@ def test_lz4_readable_in_a_fresh_process(tmp_path: Path) -> None:
         f"assert store.verify_dataset({str(root)!r}).ok"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"height": H + 1}, {"width": W - 2}, {"kind": "pairs"}, {"raw_dim": 11}],
+    ids=["height", "width", "kind", "raw_dim"],
+)
+def test_edited_manifest_is_a_data_error_naming_the_shard(tmp_path: Path, edit: dict) -> None:
+    """A manifest whose shapes no longer match its shards (edited height, kind or dims) is a
+    DataError naming the shard file, from the store and from the torch datasets, not h5py's
+    'out buffer is only N bytes' ValueError."""
+    import json
+
+    from ident3d.data import ImageDataset
+    from ident3d.errors import DataError
+
+    root = tmp_path / "ds"
+    _make(root, n=12, shard_size=6)
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(edit)
+    path.write_text(json.dumps(manifest))
+    ds = store.open_dataset(root)
+    with pytest.raises(DataError, match=r"shard-00000\.h5 holds .* manifest implies"):
+        ds.read(0)
+    if edit.get("kind") != "pairs":
+        with pytest.raises(DataError, match=r"shard-00000\.h5"):
+            ImageDataset(root)[0]

@@ -38,6 +38,7 @@ def test_synthetic_aninfonce_end_to_end(tmp_path):
     m = 2 * 32 - 2
     for r in train_rows:
         assert r["mi_bound"] == pytest.approx(np.log(m + 1) - r["loss"])
+        assert r["negatives"] == m  # per anchor: 2B - 2 of the batch of B = 32 pairs
         assert len(r["lambda"]) == 3
     evals = _rows(out, "eval")
     assert [r["step"] for r in evals] == [15, 30]

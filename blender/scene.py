@@ -49,7 +49,7 @@ PRIMITIVES: dict[str, str] = {
 BUILTIN_SHAPES: tuple[str, ...] = ("teapot", *PRIMITIVES)
 #: Teapot tessellation when a preset has no ``[teapot]`` section.
 TEAPOT_SEGMENTS = 10
-MESH_SUFFIXES: tuple[str, ...] = (".obj", ".ply", ".stl", ".glb", ".gltf")
+MESH_SUFFIXES: tuple[str, ...] = (".obj", ".ply", ".stl", ".glb", ".gltf", ".blend")
 FRAME_KEYS: tuple[str, ...] = (
     "object_location",
     "object_rotation",
@@ -85,6 +85,12 @@ def read_bmp(path: str | os.PathLike[str]) -> np.ndarray:
     if height > 0:  # bottom-up rows
         pix = pix[::-1]
     return np.ascontiguousarray(pix)
+
+
+def _view_materials(preset: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The object material of view 0 and view 1: ``[views.N.material]`` or ``[material]``."""
+    views = preset.get("views") or {}
+    return [dict((views.get(str(v)) or {}).get("material", preset["material"])) for v in (0, 1)]
 
 
 def _track_to(obj: Any, target: Any, track: str, up: str) -> None:
@@ -176,8 +182,18 @@ class SceneRenderer:
         self._setup_world()
         self._setup_camera()
         self._setup_lights()
-        self.object_material = self._rubber_material("object")
-        self.ground_material = self._rubber_material("ground")
+        # one object material per distinct material of the views ([views.N.material])
+        specs = _view_materials(preset)
+        self.object_materials: list[Any] = []
+        self.view_material: list[int] = []
+        for v, spec in enumerate(specs):
+            if spec in specs[:v]:
+                self.view_material.append(self.view_material[specs.index(spec)])
+                continue
+            self.view_material.append(len(self.object_materials))
+            self.object_materials.append(self._material(spec, f"object{v}"))
+        self.object_material = self.object_materials[0]
+        self.ground_material = self._material(preset["material"], "ground")
         self._setup_ground()
         self.objects = [self._build_object(spec, i) for i, spec in enumerate(objects)]
         self.active_class = -1
@@ -336,10 +352,40 @@ class SceneRenderer:
         # Blender 4+ soft falloff keeps the pre-4.0 look of point-like lamps
         spot.use_soft_falloff = True
 
-    def _rubber_material(self, name: str) -> Any:
+    def _material(self, spec: Mapping[str, Any], name: str) -> Any:
+        if spec.get("type", "rubber") == "metal":
+            return self._metal_material(spec, name)
+        return self._rubber_material(name, spec)
+
+    def _metal_material(self, m: Mapping[str, Any], name: str) -> Any:
+        """The "MyMetal" node group of the original assets, flattened: the colour feeds two
+        anisotropic glossy BSDFs (roughness ``roughness_1`` and ``roughness_2``), mixed by
+        ``mix_factor`` (0: only the first)."""
+        mat = bpy.data.materials.new(f"{m['name']}_{name}")
+        nt = mat.node_tree
+        nt.nodes.clear()
+        rgb = nt.nodes.new("ShaderNodeRGB")
+        rgb.outputs[0].default_value = (0.5, 0.5, 0.5, 1.0)
+        mix = nt.nodes.new("ShaderNodeMixShader")
+        mix.inputs[0].default_value = float(m["mix_factor"])
+        for slot, key in ((1, "roughness_1"), (2, "roughness_2")):
+            g = nt.nodes.new("ShaderNodeBsdfAnisotropic")
+            g.distribution = m["glossy_distribution"]
+            g.inputs["Roughness"].default_value = float(m[key])
+            g.inputs["Anisotropy"].default_value = float(m["anisotropy"])
+            g.inputs["Rotation"].default_value = float(m["anisotropy_rotation"])
+            nt.links.new(rgb.outputs[0], g.inputs["Color"])
+            nt.links.new(g.outputs[0], mix.inputs[slot])
+        out = nt.nodes.new("ShaderNodeOutputMaterial")
+        out.target = "ALL"
+        nt.links.new(mix.outputs[0], out.inputs["Surface"])
+        mat["color_node"] = rgb.name
+        return mat
+
+    def _rubber_material(self, name: str, spec: Mapping[str, Any] | None = None) -> Any:
         """The CLEVR "Rubber" node group, flattened: diffuse and sheen mixed by a Fresnel
         factor, that mixed with a glossy BSDF by a second Fresnel factor (``[material]``)."""
-        m = self.preset["material"]
+        m = spec if spec is not None else self.preset["material"]
         mat = bpy.data.materials.new(f"{m['name']}_{name}")
         nt = mat.node_tree
         nt.nodes.clear()
@@ -452,7 +498,9 @@ class SceneRenderer:
         blocks = (bpy.data.materials, bpy.data.images, bpy.data.meshes, bpy.data.textures)
         old_blocks = [set(b) for b in blocks]
         try:
-            if suffix == ".obj":
+            if suffix == ".blend":
+                self._append_blend(p)
+            elif suffix == ".obj":
                 bpy.ops.wm.obj_import(filepath=str(p))
             elif suffix == ".ply":
                 bpy.ops.wm.ply_import(filepath=str(p))
@@ -474,8 +522,24 @@ class SceneRenderer:
             for item in [i for i in block if i not in old]:
                 block.remove(item)
         if not faces:
+            if suffix == ".blend" and not meshes:
+                raise SceneError(f"{path} holds no mesh object (a .blend needs one).")
             raise SceneError(f"mesh file {path} holds no faces.")
         return verts, faces
+
+    @staticmethod
+    def _append_blend(p: Path) -> None:
+        """Append every object of a .blend (the asset packs' ``ShapeHare.blend`` ...) and link
+        them to the scene, so their world matrices (parents included) apply; the caller keeps
+        the meshes, joins them and deletes the rest like any import."""
+        try:
+            with bpy.data.libraries.load(str(p), link=False) as (src, dst):
+                dst.objects = list(src.objects)
+        except OSError as exc:
+            raise RuntimeError(str(exc)) from None
+        for obj in dst.objects:
+            if obj is not None and obj.name not in bpy.context.scene.collection.objects:
+                bpy.context.scene.collection.objects.link(obj)
 
     @staticmethod
     def _delete(objs: Sequence[Any]) -> None:
@@ -510,13 +574,16 @@ class SceneRenderer:
         """Set one frame's parameters (arrays of 3 numbers each, see ``FRAME_KEYS``)."""
         self._show_class(int(object_class))
         obj = self.objects[self.active_class]
+        mat = self.object_materials[self.view_material[int(frame.get("view", 0))]]
+        if obj.data.materials[0] != mat:
+            obj.data.materials[0] = mat
         loc = tuple(float(v) for v in frame["object_location"])
         obj.location = loc
         obj.rotation_euler = tuple(float(v) for v in frame["object_rotation"])
         self.pivot.location = loc
         self.spot_obj.location = tuple(float(v) for v in frame["spot_location"])
         self.spot.color = tuple(float(v) for v in frame["spot_color"])
-        self._color_socket(self.object_material).default_value = (
+        self._color_socket(mat).default_value = (
             *(float(v) for v in frame["object_color"]),
             1.0,
         )

@@ -200,6 +200,7 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
         "classes": (lambda v: _check_classes(v), OPT),
     },
     "material": {
+        "type": (_str("rubber"), OPT),
         "name": (_str(), REQ),
         "diffuse_roughness": (_num(0.0, 1.0), REQ),
         "sheen_distribution": (_str("ASHIKHMIN", "MICROFIBER"), REQ),
@@ -211,6 +212,36 @@ SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
         "glossy_roughness": (_num(0.0, 1.0), REQ),
         "glossy_fresnel_ior": (_num(1.0, 10.0), REQ),
     },
+}
+
+# The metallic material (``[material] type = "metal"``): the "MyMetal" node group of the
+# original assets (cl-ica tools/3dident/data/materials/MyMetal.blend, measured with bpy 5.0.1):
+# two anisotropic glossy BSDFs fed the colour, mixed by a constant factor.
+METAL_SCHEMA: dict[str, tuple[Checker, bool]] = {
+    "type": (_str("metal"), REQ),
+    "name": (_str(), REQ),
+    "glossy_distribution": (_str("BECKMANN", "GGX", "ASHIKHMIN_SHIRLEY", "MULTI_GGX"), REQ),
+    "roughness_1": (_num(0.0, 1.0), REQ),
+    "roughness_2": (_num(0.0, 1.0), REQ),
+    "anisotropy": (_num(-1.0, 1.0), REQ),
+    "anisotropy_rotation": (_num(0.0, 1.0), REQ),
+    "mix_factor": (_num(0.0, 1.0), REQ),
+}
+
+#: What ``[views.0]`` / ``[views.1]`` may change for one view of a pair: the object's material
+#: (a whole material table) and the per-frame colour and placement settings.
+VIEW_KEYS: dict[str, tuple[str, ...]] = {
+    "material": (),
+    "object": ("saturation", "value", "z_lift"),
+    "spotlight": ("saturation", "value"),
+    "ground": ("saturation", "value"),
+}
+
+PAIRS_SCHEMA: dict[str, tuple[Checker, bool]] = {
+    "default_blocks": (_str(), OPT),
+    "style_conditional": (_str("normal", "laplace", "gennormal"), OPT),
+    "style_sigma": (_num(1e-9), OPT),
+    "description": (_str(), OPT),
 }
 
 # Optional sections: checked when present.
@@ -249,7 +280,7 @@ def _check_grid(v: Any) -> str | None:
 
 
 BUILTIN_SHAPES = ("teapot", "suzanne", "torus", "cube", "cylinder", "sphere", "cone")
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".gltf")
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".gltf", ".blend")
 
 
 def _check_classes(v: Any) -> str | None:
@@ -276,12 +307,87 @@ def _check_table(
             errors.append(f"missing key '{where}.{key}'")
 
 
+#: Sections of the dependent / multi-view latents (checked by :func:`_check_structure`).
+EXTRA_SECTIONS = ("scm", "blocks", "pairs", "views")
+
+
+def _check_material(where: str, table: Any, errors: list[str]) -> None:
+    kind = table.get("type", "rubber") if isinstance(table, dict) else "rubber"
+    _check_table(where, table, METAL_SCHEMA if kind == "metal" else SCHEMA["material"], errors)
+
+
+def _check_structure(data: dict[str, Any], source: str, errors: list[str]) -> None:
+    """``[scm]`` (its factors are validated by ``ident3d.latents.scm_from_dict`` when the
+    latents are built), ``[blocks.*]``, ``[pairs]`` and ``[views.0|1]``."""
+    if "scm" in data:
+        scm = data["scm"]
+        if not isinstance(scm, dict) or set(scm) != {"factors"}:
+            errors.append("[scm] must hold only [scm.factors.<name>] tables")
+    if "blocks" in data:
+        from ident3d.latents.pairs import check_block_table
+
+        try:
+            check_block_table(data["blocks"], "preset")
+        except UsageError as exc:
+            errors.append(str(exc).removeprefix("preset: "))
+    if "pairs" in data:
+        _check_table("pairs", data["pairs"], PAIRS_SCHEMA, errors)
+    views = data.get("views")
+    if views is None:
+        return
+    if not isinstance(views, dict):
+        errors.append("[views] must hold [views.0] and/or [views.1] tables")
+        return
+    for v, table in views.items():
+        if v not in ("0", "1") or not isinstance(table, dict):
+            errors.append(f"unknown view [views.{v}] (views are 0, the anchor, and 1)")
+            continue
+        for section, sub in table.items():
+            where = f"views.{v}.{section}"
+            if section not in VIEW_KEYS:
+                errors.append(f"unknown section [{where}] (a view may set {', '.join(VIEW_KEYS)})")
+            elif section == "material":
+                _check_material(where, sub, errors)
+            elif not isinstance(sub, dict):
+                errors.append(f"[{where}] must be a table")
+            else:
+                for key, value in sub.items():
+                    if key not in VIEW_KEYS[section]:
+                        errors.append(f"unknown key '{where}.{key}' (a view may set "
+                                      f"{', '.join(VIEW_KEYS[section])})")  # fmt: skip
+                        continue
+                    err = SCHEMA[section][key][0](value)
+                    if err:
+                        errors.append(f"'{where}.{key}' {err}")
+
+
+def view_preset(preset: Preset, view: int) -> Preset:
+    """The preset as view ``view`` of a pair sees it: ``[views.<view>]`` merged over it."""
+    over = (preset.data.get("views") or {}).get(str(view))
+    if not over:
+        return preset
+    data = copy.deepcopy(preset.data)
+    for section, table in over.items():
+        if section == "material":
+            data["material"] = copy.deepcopy(table)
+        else:
+            data[section].update(table)
+    data.pop("views")
+    return Preset(preset.name, preset.path, data)
+
+
+def view_materials(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object material of each view (0, 1) of a preset's data."""
+    views = data.get("views") or {}
+    return [dict((views.get(str(v)) or {}).get("material", data["material"])) for v in (0, 1)]
+
+
 def validate_preset(data: dict[str, Any], source: str) -> None:
     """Check a parsed preset against :data:`SCHEMA`; raise :class:`PresetError` on the first
     problems (all of them listed, each naming the key), prefixed by ``source``."""
     errors: list[str] = []
     for section in data:
-        if section not in (*SCHEMA, *OPTIONAL_SCHEMA, "quality", "latents"):
+        if section not in (*SCHEMA, *OPTIONAL_SCHEMA, "quality", "latents", *EXTRA_SECTIONS):
             errors.append(f"unknown section [{section}]")
     for section, schema in OPTIONAL_SCHEMA.items():
         if section in data:
@@ -289,8 +395,11 @@ def validate_preset(data: dict[str, Any], source: str) -> None:
     for section, schema in SCHEMA.items():
         if section not in data:
             errors.append(f"missing section [{section}]")
+        elif section == "material":
+            _check_material("material", data[section], errors)
         else:
             _check_table(section, data[section], schema, errors)
+    _check_structure(data, source, errors)
     quality = data.get("quality")
     if not isinstance(quality, dict) or not quality:
         errors.append("missing section [quality.<name>] (at least one quality preset)")

@@ -110,3 +110,35 @@ def test_latents_default_mode_is_the_presets_periodic_mode(tmp_path, capsys):
 def test_latents_missing_output_folder(tmp_path, capsys):
     code, _, err = run(["latents", "--out", str(tmp_path / "nope" / "z.npz")], capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_latents_with_scm_and_blocks(tmp_path, capsys):
+    """ident3d latents --preset 3didentbox --scm 3didentbox-part2: the structured latents, the
+    same as the model's; bad combinations are one line."""
+    from ident3d.latents import build_structured_model
+    from ident3d.scenes import load_preset
+
+    out = tmp_path / "z.npz"
+    code, text, err = run(["latents", "--preset", "3didentbox", "--scm", "3didentbox-part2",
+                           "--blocks", "content=rotations,style=hues,view=positions",
+                           "--n", "500", "--seed", "4", "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert 'marginal: "scm"' in text
+    p = load_preset("3didentbox")
+    opts = {"conditional": "normal", "sigma": 0.1, "dims": None, "marginal": "uniform"}
+    model = build_structured_model(p.data, p.path, kind="box", values=opts,
+                                   blocks="content=rotations,style=hues,view=positions",
+                                   scm_file="3didentbox-part2")  # fmt: skip
+    want = model.sample_pairs(500, 4)
+    with np.load(out) as f:
+        assert np.array_equal(f["z"], want[:, 0]) and np.array_equal(f["z_tilde"], want[:, 1])
+        assert "classes" not in f
+    code, _, err = run(["latents", "--space", "box", "--scm", "x.toml", "--out", str(out)], capsys)
+    assert code == 2 and "--scm and --blocks act on a preset" in err and err.count("\n") == 1
+    code, _, err = run(["latents", "--preset", "causal3dident", "--out", str(out)], capsys)
+    assert code == 2 and "--classes K" in err
+    code, _, err = run(["latents", "--preset", "causal3dident", "--classes", "7", "--n", "50",
+                        "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    with np.load(out) as f:
+        assert set(f["classes"].tolist()) <= set(range(7)) and len(f["classes"]) == 50

@@ -13,7 +13,7 @@ import numpy as np
 
 from ident3d.cli.options import build_latent_model, latent_model_options, pop_latent_options
 from ident3d.errors import UsageError
-from ident3d.latents import FACTOR_NAMES, make_space
+from ident3d.latents import FACTOR_NAMES, build_structured_model, make_space
 from ident3d.resources import available_memory, free_disk
 from ident3d.scenes import load_preset
 
@@ -56,6 +56,21 @@ from ident3d.scenes import load_preset
     required=True,
     help="Output .npz file.",
 )
+@click.option(
+    "--scm",
+    "scm_file",
+    default=None,
+    help="Structural causal model (TOML file or bundled name), as in ident3d render.",
+)
+@click.option(
+    "--blocks",
+    "blocks_spec",
+    default=None,
+    help="Roles of the preset's factor blocks, e.g. content=hues,style=positions.",
+)
+@click.option("--classes", "n_classes", type=click.IntRange(min=2), default=None,
+              help="Number of object classes when the SCM draws object_class "
+                   "(default: the preset's object classes).")  # fmt: skip
 def latents(
     n: int,
     seed: int,
@@ -64,6 +79,9 @@ def latents(
     space: str | None,
     dim: int,
     out: Path,
+    scm_file: str | None = None,
+    blocks_spec: str | None = None,
+    n_classes: int | None = None,
     **kwargs: Any,
 ) -> None:
     """Sample latents (z, z~) and save them as an .npz.
@@ -75,17 +93,37 @@ def latents(
     """
     values = pop_latent_options(kwargs)
     mapping = None
+    model: Any = None
+    classes = None
     if space is None:
-        mapping = load_preset(preset).mapping(mode)
+        p = load_preset(preset)
+        mapping = p.mapping(mode)
         sp = mapping.default_space()
+        ctx = click.get_current_context()
+        explicit = {k for k in values
+                    if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}  # fmt: skip
+        k = n_classes or len(p.object_classes)
+        model = build_structured_model(
+            p.data, p.path, kind=mapping.kind, values=values, explicit=explicit,
+            blocks=blocks_spec, scm_file=scm_file, n_classes=k,
+        )  # fmt: skip
+        if model is not None and model.has_class and k < 2:
+            raise UsageError("the SCM draws object_class: give --classes K (K >= 2).")
     else:
         if mode is not None:
             raise UsageError("--mode and --space exclude each other")
+        if scm_file or blocks_spec:
+            raise UsageError("--scm and --blocks act on a preset's factors, not on --space.")
         sp = make_space(space, dim)
-    model = build_latent_model(sp, values)
-    pairs = model.conditional is not None
+    if model is None:
+        model = build_latent_model(sp, values)
+    pairs = model.conditional is not None or getattr(model, "structure", None) is not None
     _check_size(n, sp.dim, pairs, mapping is not None, out)
-    z = model.sample_pairs(n, seed) if pairs else model.sample(n, seed)
+    if hasattr(model, "sample_range_with_classes"):
+        z, cls = model.sample_range_with_classes(0, n, seed, pairs)
+        classes = cls if model.has_class else None
+    else:
+        z = model.sample_pairs(n, seed) if pairs else model.sample(n, seed)
     config = {
         "seed": seed,
         "n": n,
@@ -101,6 +139,8 @@ def latents(
         arrays["z"] = z
     if mapping is not None:
         arrays["z_scene"] = mapping.to_scene(z)
+    if classes is not None:
+        arrays["classes"] = classes
     _save_npz(out, arrays)
     click.echo(summary(z, pairs, model.to_config(), mapping is not None))
     click.echo(f"wrote {out} ({n} {'pairs' if pairs else 'samples'}, seed {seed})")
@@ -156,7 +196,8 @@ def summary(z: np.ndarray, pairs: bool, model_cfg: dict[str, Any], named: bool) 
     cond = model_cfg["conditional"]
     lines = [
         f"space: {json.dumps(model_cfg['space'])}",
-        f"marginal: {json.dumps(model_cfg['marginal'])}   conditional: {json.dumps(cond)}",
+        f"marginal: {json.dumps(model_cfg.get('marginal', 'scm'))}   "
+        f"conditional: {json.dumps(cond)}",
     ]
     head = f"{'dim':<16}{'mean':>9}{'std':>9}{'min':>9}{'max':>9}"
     if pairs:

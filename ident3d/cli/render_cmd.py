@@ -97,6 +97,20 @@ COMPRESSIONS = ("none", "lz4", "gzip")
     hidden=True,
     help="'mock': a numpy stand-in for pipeline tests.",
 )
+@click.option(
+    "--scm",
+    "scm_file",
+    default=None,
+    help="Structural causal model over the factors: a TOML file ([factors.<name>] tables) "
+    "or a bundled name (3didentbox-part2); added to the preset's [scm].",
+)
+@click.option(
+    "--blocks",
+    "blocks_spec",
+    default=None,
+    help="Roles of the preset's factor blocks, e.g. content=hues,style=positions,view=rotations "
+    "(default: the preset's [pairs] default_blocks).",
+)
 def render(
     out: Path,
     n: int | None,
@@ -119,6 +133,8 @@ def render(
     quiet: bool,
     allow_outside_space: bool,
     renderer: str,
+    scm_file: str | None = None,
+    blocks_spec: str | None = None,
     **kwargs: Any,
 ) -> None:
     """Render a dataset of exact image pairs (default) or single images.
@@ -150,6 +166,8 @@ def render(
     model = None
     latents = None
     source = None
+    if latents_file is not None and (scm_file or blocks_spec):
+        raise UsageError("--latents renders given latents; --scm and --blocks draw new ones.")
     if latents_file is not None:
         latents, file_pairs = R.load_latents_file(latents_file, mapping.raw_dim)
         if n is not None and n != len(latents):
@@ -168,7 +186,9 @@ def render(
             source["allow_outside_space"] = True
     else:
         n = 1000 if n is None else n
-        model = build_latent_model(mapping.default_space(), values)
+        model = _structured_model(p, mapping.kind, values, scm_file, blocks_spec, objs)
+        if model is None:
+            model = build_latent_model(mapping.default_space(), values)
         if pairs and model.conditional is None:
             raise UsageError("--conditional none gives no pairs; add --singles.")
     job = R.RenderJob(
@@ -214,6 +234,32 @@ def render(
         exc.args = (f"{exc}; the committed shards of {out} are kept: rerun with --resume.",)
         raise
     click.echo(summary.line())
+
+
+def _structured_model(
+    p: Any,
+    kind: str,
+    values: dict[str, Any],
+    scm_file: str | None,
+    blocks: str | None,
+    objs: list[str],
+) -> Any:
+    """The preset's / the options' SCM and pair blocks (None: independent latents as before)."""
+    from ident3d.latents import build_structured_model
+
+    ctx = click.get_current_context()
+    explicit = {
+        k for k in values if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+    }
+    model = build_structured_model(
+        p.data, p.path, kind=kind, values=values, explicit=explicit, blocks=blocks,
+        scm_file=scm_file, n_classes=len(objs),
+    )  # fmt: skip
+    if model is not None and model.has_class and len(objs) < 2:
+        raise UsageError(
+            "the SCM draws the object class (object_class): give two or more --object classes."
+        )
+    return model
 
 
 def _check_inside(latents: Any, space: Any, mode: str, path: Path, allow: bool) -> None:

@@ -117,6 +117,16 @@ def convert(
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="Image/text datasets: write DST/<split>/ (default train).")  # fmt: skip
+@click.option(
+    "--layout",
+    type=click.Choice(["auto", "3dident", "3didentbox", "multimodal3dident"]),
+    default="auto",
+    show_default=True,
+    help="Folder layout: 3dident (Causal3DIdent's per-class files with classes, view0/view1 "
+    "for pairs) or 3didentbox (samples/m1|m2, factors/m1|m2; pairs only). auto: 3didentbox "
+    "for pairs rendered with the 3didentbox preset, multimodal3dident for image/text "
+    "datasets (DST/<split>/), else 3dident.",
+)
 def export(
     directory: str,
     dst: str,
@@ -124,12 +134,20 @@ def export(
     overwrite: bool,
     no_progress: bool,
     split: str | None,
+    layout: str = "auto",
 ) -> None:
     """Write the dataset in DIRECTORY to DST in the original 3DIdent folder layout (image/text
     datasets: the Multimodal3DIdent layout, DST/<split>/)."""
     from ident3d.store.multimodal import is_multimodal
 
-    if is_multimodal(store.read_manifest(directory)):
+    mm = is_multimodal(store.read_manifest(directory))
+    if mm != (layout in ("auto", "multimodal3dident")) and (mm or layout == "multimodal3dident"):
+        raise UsageError(
+            f"--layout {layout}: {directory} is "
+            + ("an image/text dataset (layout multimodal3dident)." if mm
+               else "not an image/text dataset (it holds no captions).")
+        )  # fmt: skip
+    if mm:
         from ident3d.store.layouts.multimodal3dident import export_multimodal
 
         out = export_multimodal(directory, dst, split=split or "train", overwrite=overwrite)
@@ -143,5 +161,6 @@ def export(
         workers=workers,
         overwrite=overwrite,
         progress=not no_progress and sys.stderr.isatty(),
+        layout=layout,
     )
     click.echo(f"exported {directory} to {out}")

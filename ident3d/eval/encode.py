@@ -40,7 +40,8 @@ def factor_names(d: int, table: Sequence[dict[str, Any]] | None = None) -> list[
         from ident3d.latents import factor_table
 
         table = factor_table()
-    names = [str(row.get("name", "")) for row in table]
+    # the class factor's entry (column "class") is not a latent column
+    names = [str(row.get("name", "")) for row in table if row.get("column") != "class"]
     if len(names) == d and all(names) and len(set(names)) == d:
         return names
     return [f"z{i}" for i in range(d)]

@@ -21,7 +21,9 @@ Conventions
 The package holds one concept per module: :mod:`~ident3d.latents.factors` (the factor table),
 :mod:`~ident3d.latents.spaces`, :mod:`~ident3d.latents.marginals`,
 :mod:`~ident3d.latents.conditionals`, :mod:`~ident3d.latents.model` (:class:`LatentModel`) and
-:mod:`~ident3d.latents.modes` (:class:`LatentMapping`). Everything is re-exported here.
+:mod:`~ident3d.latents.modes` (:class:`LatentMapping`), :mod:`~ident3d.latents.scm` (structural
+causal models), :mod:`~ident3d.latents.pairs` (content/style/view blocks) and
+:mod:`~ident3d.latents.structured` (:class:`StructuredModel`, both together). Everything is re-exported here.
 """
 
 from ident3d.latents.conditionals import (
@@ -57,6 +59,15 @@ from ident3d.latents.multimodal import (
     multimodal_scene_latents,
     sample_multimodal,
 )
+from ident3d.latents.pairs import Block, PairStructure, dims_structure, parse_blocks
+from ident3d.latents.scm import (
+    CLASS_FACTOR,
+    SCM,
+    load_scm_file,
+    scm_from_dict,
+    truncated_normal,
+    truncated_normal_mean,
+)
 from ident3d.latents.spaces import (
     Box,
     Product,
@@ -66,19 +77,27 @@ from ident3d.latents.spaces import (
     make_space,
     space_from_config,
 )
+from ident3d.latents.structured import (
+    StructuredModel,
+    annotate_factor_table,
+    build_structured_model,
+)
 
 __all__ = [
     "BLOCK_SIZE",
+    "CLASS_FACTOR",
     "CONDITIONALS",
     "FACTORS",
     "FACTOR_NAMES",
     "HUE_MODES",
     "IMAGE_COLUMNS",
     "N_FACTORS",
+    "SCM",
     "TEXT_COLUMNS",
     "TEXT_INT_COLUMNS",
     "AnisotropicNormalConditional",
     "AnyConditional",
+    "Block",
     "Box",
     "Conditional",
     "Factor",
@@ -90,25 +109,35 @@ __all__ = [
     "MultimodalSpec",
     "Normal",
     "NormalConditional",
+    "PairStructure",
     "Product",
     "Space",
     "Sphere",
+    "StructuredModel",
     "Unbounded",
     "Uniform",
     "VMFConditional",
     "anisotropic_lambdas",
+    "annotate_factor_table",
     "block_rng",
+    "build_structured_model",
     "conditional_from_config",
+    "dims_structure",
     "factor_table",
     "hsv_to_rgb",
     "latent_model_from_options",
+    "load_scm_file",
     "make_conditional",
     "make_space",
     "marginal_from_config",
     "multimodal_scene_latents",
+    "parse_blocks",
     "parse_dims",
     "sample_multimodal",
     "sample_vmf",
+    "scm_from_dict",
     "space_from_config",
     "sphere_angles",
+    "truncated_normal",
+    "truncated_normal_mean",
 ]

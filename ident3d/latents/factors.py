@@ -44,7 +44,9 @@ N_FACTORS = len(FACTORS)
 
 
 def factor_table() -> list[dict[str, Any]]:
-    """The factor table as JSON-ready dicts (for manifests and reports)."""
+    """The factor table as JSON-ready dicts (for manifests and reports); every factor is
+    ``"type": "continuous"`` here (an SCM can make some discrete, see
+    :func:`ident3d.latents.structured.annotate_factor_table`)."""
     return [
         {
             "index": f.index,
@@ -53,6 +55,7 @@ def factor_table() -> list[dict[str, Any]]:
             "raw_range": [-1.0, 1.0],
             "scene_unit": f.scene_unit,
             "description": f.description,
+            "type": "continuous",
         }
         for f in FACTORS
     ]

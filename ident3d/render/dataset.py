@@ -17,7 +17,6 @@ import numpy as np
 
 from ident3d import store
 from ident3d.errors import DataError, UsageError
-from ident3d.latents import factor_table
 from ident3d.render.job import (
     RENDERERS,
     RenderJob,
@@ -26,7 +25,7 @@ from ident3d.render.job import (
     check_resolution,
     require_bpy,
 )
-from ident3d.render.seeds import sample_classes, select_shards
+from ident3d.render.seeds import select_shards
 from ident3d.render.workers import (
     DEFAULT_CHUNK,
     Task,
@@ -81,22 +80,20 @@ def iter_tasks(job: RenderJob, root: Path, shards: Sequence[int], chunk: int) ->
             a, b = start + lo, start + hi
             raw = job.raw_range(a, b)
             scene = job.mapping.to_scene(raw)
-            flat = scene.reshape(-1, scene.shape[-1])
-            params = scene_params(job.preset, flat, job.mode)
+            scene = scene.reshape(b - a, job.views, scene.shape[-1])
+            # each view with its own preset values ([views.N] of the preset)
+            params = [
+                scene_params(job.view_presets[v], scene[:, v], job.mode) for v in range(job.views)
+            ]
             frames: list[list[dict[str, np.ndarray]]] = []
             for j in range(b - a):
                 views = []
                 for v in range(job.views):
-                    idx = j * job.views + v
-                    views.append({key: val[idx] for key, val in params.items()})
+                    frame = {key: val[j] for key, val in params[v].items()}
+                    frame["view"] = np.int64(v)
+                    views.append(frame)
                 frames.append(views)
-            yield Task(
-                k,
-                lo,
-                frames,
-                job.seeds(a, b),
-                sample_classes(len(job.objects), a, b, job.seed),
-            )
+            yield Task(k, lo, frames, job.seeds(a, b), job.classes(a, b))
 
 
 class _Writers:
@@ -131,7 +128,7 @@ class _Writers:
         a = w.start + local_start
         raw = job.raw_range(a, a + k)
         scene = job.mapping.to_scene(raw)
-        cls = sample_classes(len(job.objects), a, a + k, job.seed) if len(job.objects) > 1 else None
+        cls = job.classes(a, a + k) if len(job.objects) > 1 else None
         imgs = images if job.pairs else images[:, 0]
         w.write_batch(local_start, imgs, raw, scene, cls)
         written += k
@@ -274,7 +271,9 @@ def prepare_dataset(
         width=job.resolution,
         raw_dim=job.mapping.raw_dim,
         config=job.config(),
-        factor_table=factor_table(),
+        factor_table=job.factor_table(),
+        pair_structure=job.pair_structure(),
+        scm=job.scm_config(),
         compression=compression,
         overwrite=overwrite,
         has_class=len(job.objects) > 1,

@@ -13,9 +13,17 @@ import numpy as np
 
 from ident3d import store
 from ident3d.errors import DataError, UsageError
-from ident3d.latents import BLOCK_SIZE, LatentMapping, LatentModel
-from ident3d.render.seeds import frame_seed
-from ident3d.scenes import BUILTIN_SHAPES, MESH_SUFFIXES, Preset
+from ident3d.latents import (
+    BLOCK_SIZE,
+    LatentMapping,
+    LatentModel,
+    StructuredModel,
+    annotate_factor_table,
+    dims_structure,
+    factor_table,
+)
+from ident3d.render.seeds import frame_seed, sample_classes
+from ident3d.scenes import BUILTIN_SHAPES, MESH_SUFFIXES, Preset, view_preset
 
 INSTALL_HINT = "pip install 'ident3d[render]'"
 MIN_RESOLUTION = 16
@@ -35,7 +43,7 @@ class RenderJob:
     pairs: bool
     n: int
     seed: int
-    model: LatentModel | None = None
+    model: LatentModel | StructuredModel | None = None
     latents: np.ndarray | None = None  # --latents FILE: (n, raw_dim) or (n, 2, raw_dim)
     latents_source: dict[str, Any] | None = None
     renderer: str = "blender"
@@ -47,7 +55,8 @@ class RenderJob:
         self.mapping = self.preset.mapping(self.mode)
         self.quality_settings = self.preset.quality(self.quality)
         self.seed_per_sample = bool(self.preset.data["render"].get("seed_per_sample", True))
-        self._blocks: dict[int, np.ndarray] = {}
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.view_presets = [view_preset(self.preset, v) for v in range(self.views)]
 
     @property
     def kind(self) -> str:
@@ -63,24 +72,75 @@ class RenderJob:
             return None
         return [o if o in BUILTIN_SHAPES else Path(o).stem for o in self.objects]
 
+    @property
+    def class_is_latent(self) -> bool:
+        """Whether the object class is drawn by the SCM (else uniformly, its own stream)."""
+        return isinstance(self.model, StructuredModel) and self.model.has_class
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if b not in self._blocks:
+            if len(self._blocks) >= 2:  # keep the two most recent blocks
+                self._blocks.pop(next(iter(self._blocks)))
+            lo, hi = b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE
+            if isinstance(self.model, StructuredModel):
+                self._blocks[b] = self.model.sample_range_with_classes(
+                    lo, hi, self.seed, self.pairs
+                )
+            else:
+                assert self.model is not None
+                self._blocks[b] = (self.model.sample_range(lo, hi, self.seed, self.pairs), None)
+        return self._blocks[b]
+
+    def _range(self, start: int, stop: int, which: int) -> list[np.ndarray]:
+        parts = []
+        for b in range(start // BLOCK_SIZE, -(-stop // BLOCK_SIZE)):
+            arr = self._block(b)[which]
+            assert arr is not None
+            lo, hi = max(start, b * BLOCK_SIZE), min(stop, (b + 1) * BLOCK_SIZE)
+            parts.append(arr[lo - b * BLOCK_SIZE : hi - b * BLOCK_SIZE])
+        return parts
+
     def raw_range(self, start: int, stop: int) -> np.ndarray:
         """Raw latents of samples ``start:stop``: ``(k, raw_dim)`` or ``(k, 2, raw_dim)``."""
         if self.latents is not None:
             return np.asarray(self.latents[start:stop], np.float64)
         assert self.model is not None
-        parts = []
-        for b in range(start // BLOCK_SIZE, -(-stop // BLOCK_SIZE)):
-            if b not in self._blocks:
-                if len(self._blocks) >= 2:  # keep the two most recent blocks
-                    self._blocks.pop(next(iter(self._blocks)))
-                self._blocks[b] = self.model.sample_range(
-                    b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE, self.seed, pairs=self.pairs
-                )
-            lo, hi = max(start, b * BLOCK_SIZE), min(stop, (b + 1) * BLOCK_SIZE)
-            parts.append(self._blocks[b][lo - b * BLOCK_SIZE : hi - b * BLOCK_SIZE])
+        parts = self._range(start, stop, 0)
         return (
             np.concatenate(parts) if parts else self.model.sample_range(0, 0, self.seed, self.pairs)
         )
+
+    def classes(self, start: int, stop: int) -> np.ndarray:
+        """Object classes of samples ``start:stop`` (the SCM's class factor when it has one,
+        else uniform over the objects from the class stream)."""
+        if self.class_is_latent:
+            parts = self._range(start, stop, 1)
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return sample_classes(len(self.objects), start, stop, self.seed)
+
+    def factor_table(self) -> list[dict[str, Any]]:
+        """The manifest's factor table: types from the SCM, and the class entry when the
+        dataset has classes."""
+        scm = self.model.scm if isinstance(self.model, StructuredModel) else None
+        return annotate_factor_table(factor_table(), scm, self.class_names)
+
+    def pair_structure(self) -> list[dict[str, Any]] | None:
+        """The manifest's blocks: the structured model's, or for ``--dims D`` pairs "style =
+        D, content = the rest"; None for images and pairs that perturb every factor."""
+        if not self.pairs:
+            return None
+        if isinstance(self.model, StructuredModel) and self.model.structure is not None:
+            return self.model.structure.to_manifest()
+        dims = getattr(getattr(self.model, "conditional", None), "dims", None)
+        if isinstance(self.model, LatentModel) and dims is not None and self.model.dim == 10:
+            s = dims_structure(tuple(dims))
+            return None if s is None else s.to_manifest()
+        return None
+
+    def scm_config(self) -> dict[str, Any] | None:
+        if isinstance(self.model, StructuredModel) and self.model.scm is not None:
+            return self.model.scm.to_config()
+        return None
 
     def seeds(self, start: int, stop: int) -> np.ndarray:
         """Cycles seeds ``(k, views)`` of samples ``start:stop``."""

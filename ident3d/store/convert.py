@@ -157,6 +157,8 @@ def convert_original(
     """Pack an original 3DIdent or Causal3DIdent folder into a dataset at ``dst``.
 
     3DIdent: ``SRC/raw_latents.npy``, optional ``SRC/latents.npy``, ``SRC/images/<i>.png``.
+    3DIdentBox: ``SRC/samples/m1|m2/<i>.png`` and ``SRC/factors/m1|m2/raw_latents.npy`` (and
+    ``latents.npy``) become a ``pairs`` dataset, view 0 = m1, view 1 = m2.
     Causal3DIdent: ``SRC/trainset/`` or ``SRC/testset/`` (``split`` picks one when both exist)
     or the split folder itself, with ``raw_latents_<c>.npy`` and ``images_<c>/<i>.png`` per class
     ``c`` (optional ``latents_<c>.npy``); classes are concatenated in class order and stored as
@@ -179,11 +181,16 @@ def convert_original(
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}.")
     layout, base, parts = scan_original_layout(src, split)
-    raw = np.concatenate([p.raw for p in parts]).astype(np.float32)
-    n, raw_dim = raw.shape
+    pairs = layout == "3didentbox"  # its two parts are the views m1 and m2
+    join = (lambda xs: np.stack(xs, axis=1)) if pairs else np.concatenate
+    raw = join([p.raw for p in parts]).astype(np.float32)
+    n, raw_dim = raw.shape[0], raw.shape[-1]
     if all(p.scene is not None for p in parts):
-        scene = np.concatenate([p.scene for p in parts]).astype(np.float32)  # type: ignore[misc]
-        scene_source: Any = "latents.npy" if layout == "3dident" else "latents_<c>.npy"
+        scene = join([p.scene for p in parts]).astype(np.float32)  # type: ignore[misc]
+        scene_source: Any = {
+            "3dident": "latents.npy",
+            "3didentbox": "factors/m1|m2/latents.npy",
+        }.get(layout, "latents_<c>.npy")
     else:
         if raw_dim not in MODE_BY_RAW_DIM:
             raise DataError(
@@ -192,14 +199,19 @@ def convert_original(
                 f"to scene units."
             )
         to_scene, mapping_cfg = _preset_mapping(MODE_BY_RAW_DIM[raw_dim])
-        scene = np.asarray(to_scene(np.concatenate([p.raw for p in parts])), np.float32)
+        scene = np.asarray(to_scene(join([p.raw for p in parts])), np.float32)
         scene_source = {"computed_from_raw": True, "mapping": mapping_cfg}
-    paths = [str(p.images_dir / f) for p in parts for f in p.files]
+    if pairs:  # path 2i: view m1 of pair i, 2i + 1: view m2
+        paths = [str(p.images_dir / f) for pair in zip(*(q.files for q in parts), strict=True)
+                 for p, f in zip(parts, pair, strict=True)]  # fmt: skip
+    else:
+        paths = [str(p.images_dir / f) for p in parts for f in p.files]
     cls = (
         np.concatenate([np.full(len(p.files), p.cls) for p in parts])
-        if layout != "3dident"
+        if layout not in ("3dident", "3didentbox")
         else None
     )
+    views = 2 if pairs else 1
     height, width = _decode_png(paths[0]).shape[:2]
     config = {
         "origin": "converted",
@@ -217,7 +229,7 @@ def convert_original(
     pool = None
     try:
         manifest = create_dataset(
-            dst, "images", n, shard_size, height, width, raw_dim, config,
+            dst, "pairs" if pairs else "images", n, shard_size, height, width, raw_dim, config,
             factor_table=_factor_table(), compression=compression, overwrite=False,
             has_class=cls is not None,
             class_names=read_class_names(base) if cls is not None else None,
@@ -228,8 +240,8 @@ def convert_original(
         for k in todo:
             start, count = shard_range(manifest, k)
             tasks += [(k, j, min(j + batch, count)) for j in range(0, count, batch)]
-        jobs = [([paths[shard_range(manifest, k)[0] + j] for j in range(a, b)], (height, width))
-                for k, a, b in tasks]  # fmt: skip
+        jobs = [([paths[(shard_range(manifest, k)[0] + j) * views + v] for j in range(a, b)
+                  for v in range(views)], (height, width)) for k, a, b in tasks]  # fmt: skip
         if workers > 1 and len(jobs) > 1:
             pool = _worker_pool(min(workers, len(jobs)))
             results: Iterator[np.ndarray] = _bounded_map(pool, _decode_batch, jobs, 4 * workers)
@@ -242,11 +254,13 @@ def convert_original(
             pos = 0
             for k in todo:
                 start, count = shard_range(manifest, k)
-                with ShardWriter(dst, k, start, count, "images", height, width, raw_dim,
-                                 has_class=cls is not None) as w:  # fmt: skip
+                with ShardWriter(dst, k, start, count, "pairs" if pairs else "images", height,
+                                 width, raw_dim, has_class=cls is not None) as w:  # fmt: skip
                     while pos < len(tasks) and tasks[pos][0] == k:
                         _, a, b = tasks[pos]
                         images = next(results)
+                        if pairs:
+                            images = images.reshape(b - a, 2, *images.shape[1:])
                         g = slice(start + a, start + b)
                         w.write_batch(
                             a, images, raw[g], scene[g], cls[g] if cls is not None else None

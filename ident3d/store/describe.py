@@ -34,6 +34,49 @@ def _shard_problems(root: Path, m: dict[str, Any]) -> list[tuple[str, str]]:
     return [(e["file"], what) for e in m["shards"] for what in _file_problems(root / e["file"], e)]
 
 
+def _structure_lines(m: dict[str, Any]) -> list[str]:
+    """Discrete factors, the pair blocks and the SCM's equations, one line each."""
+    out = []
+    table = m.get("factor_table") or []
+    discrete = [
+        f"{r['name']} {r.get('values')}" + (" (fixed)" if r.get("fixed") else "")
+        for r in table
+        if r.get("type") == "discrete"
+    ]
+    if discrete:
+        out.append(f"discrete     {'; '.join(discrete)}")
+    for b in m.get("pair_structure") or []:
+        laws = ""
+        if b.get("view_laws"):
+            laws = " (view 1 " + str(b["view_laws"][0]) + ", view 2 " + str(b["view_laws"][1]) + ")"
+        out.append(f"block        {b['role']:<8} {b['name']}: {', '.join(b['factors'])}{laws}")
+    scm = m.get("scm")
+    if scm:
+        for name in scm.get("order", []):
+            out.append(f"scm          {name} ~ {_law_text(scm['factors'][name])}")
+    return out
+
+
+def _law_text(f: dict[str, Any]) -> str:
+    law, par = f["law"], f.get("parents") or []
+    if law == "uniform":
+        return f"U({f['low']:g}, {f['high']:g})"
+    if law == "constant":
+        return f"{f['value']:g} (constant)"
+    if law == "grid":
+        return f"one of {f['values']}" + (f" with p {f['probs']}" if f.get("probs") else "")
+    if law == "categorical":
+        return "categorical over the classes" + (f" p {f['probs']}" if f.get("probs") else "")
+    if law == "normal":
+        terms = " + ".join(f"{w:g} {p}" for w, p in zip(f["weights"], par, strict=True))
+        mean = (f"{f['bias']:g} + " if f["bias"] else "") + terms
+        return f"N_t({mean}, {f['scale']:g}) on [{f['low']:g}, {f['high']:g}]"
+    return (
+        f"N_t(mean[{par[0]}], scale[{par[0]}]) on [{f['low']:g}, {f['high']:g}], "
+        f"mean {f['mean']}, scale {f['scale']}"
+    )
+
+
 def describe_dataset(root: str | os.PathLike[str]) -> str:
     """A human summary of a dataset (what ``ident3d info`` prints). Listed shard files that are
     missing, of the wrong size or not HDF5 (:func:`check_shard_files`) make it say ``DAMAGED``
@@ -63,6 +106,7 @@ def describe_dataset(root: str | os.PathLike[str]) -> str:
     lines.append(f"latents      raw {m['raw_dim']} columns, scene {m.get('scene_dim', SCENE_DIM)}")
     if m.get("has_class"):
         lines.append(f"classes      {', '.join(m.get('class_names') or []) or '(unnamed)'}")
+    lines += _structure_lines(m)
     per_sample = size / n_done if n_done else 0.0
     lines.append(
         f"size         {_human_bytes(size)} on disk ({_human_bytes(per_sample)} per {per})"

@@ -23,8 +23,9 @@ from ident3d.store.reader import open_dataset
 
 _EXPORT_NAMES = re.compile(
     r"^(raw_latents(_\d+)?\.npy|latents(_\d+)?\.npy|images(_\d+)?|view[01]|pairs\.json"
-    r"|class_names\.json)$"
+    r"|class_names\.json|samples|factors)$"
 )
+LAYOUTS = ("auto", "3dident", "3didentbox")
 
 
 def _partial_re(dst: Path) -> re.Pattern[str]:
@@ -69,6 +70,24 @@ def _encode_task(task: tuple[int, int, int, list[str], int]) -> int:
     return b - a
 
 
+def _box_view(
+    tmp: Path, view: int, raw: np.ndarray, scene: np.ndarray, n: int, batch: int, level: int
+) -> list[tuple[int, int, int, list[str], int]]:
+    """3DIdentBox's folders of view ``view`` (0: m1, 1: m2); returns the PNG jobs."""
+    name = f"m{view + 1}"
+    img_dir, fac_dir = tmp / "samples" / name, tmp / "factors" / name
+    img_dir.mkdir(parents=True)
+    fac_dir.mkdir(parents=True)
+    np.save(fac_dir / "raw_latents.npy", raw[:, view])
+    np.save(fac_dir / "latents.npy", scene[:, view])
+    digits = index_digits(n)
+    return [
+        (a, min(a + batch, n), view, [str(img_dir / f"{i:0{digits}d}.png")
+                                      for i in range(a, min(a + batch, n))], level)
+        for a in range(0, n, batch)
+    ]  # fmt: skip
+
+
 def export_original(
     root: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -77,6 +96,7 @@ def export_original(
     progress: bool = True,
     png_compress_level: int = 1,
     batch: int = 32,
+    layout: str = "auto",
 ) -> Path:
     """Write a dataset in the original layout at ``dst`` (see ``docs/store.md``).
 
@@ -86,10 +106,23 @@ def export_original(
     such roots ``view0/`` and ``view1/`` (row i of each is pair i) plus ``pairs.json``. Written
     into a temporary sibling folder and renamed to ``dst`` when complete. PNGs use zlib level
     ``png_compress_level`` (default 1: what Blender's default 15% PNG compression, which made
-    the original files, maps to). Returns ``dst``.
+    the original files, maps to). ``layout="3didentbox"`` writes a pairs dataset as
+    3DIdentBox does: ``samples/m1|m2/<i>.png`` and ``factors/m1|m2/{raw_latents,latents}.npy``
+    (``auto``: that for pairs rendered with the ``3didentbox`` preset). Returns ``dst``.
     """
     ds = open_dataset(root)
     dst = Path(dst)
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
+    if layout == "auto":
+        preset = (ds.manifest.get("config") or {}).get("preset")
+        preset = preset.get("name") if isinstance(preset, dict) else preset
+        layout = "3didentbox" if ds.kind == "pairs" and preset == "3didentbox" else "3dident"
+    box = layout == "3didentbox"
+    if box and ds.kind != "pairs":
+        raise UsageError(f"{root} holds single images; the 3DIdentBox layout is for pairs.")
+    if box and ds.has_class:
+        raise UsageError(f"{root} has object classes, which the 3DIdentBox layout cannot hold.")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}.")
@@ -119,6 +152,9 @@ def export_original(
     try:
         jobs: list[tuple[int, int, int, list[str], int]] = []
         for view in views:
+            if box:
+                jobs += _box_view(tmp, view, raw_all, scene_all, ds.n, batch, png_compress_level)
+                continue
             vroot = tmp if view < 0 else tmp / f"view{view}"
             vroot.mkdir(exist_ok=True)
             raw_v = raw_all if view < 0 else raw_all[:, view]
@@ -143,7 +179,7 @@ def export_original(
             for a in range(0, ds.n, batch):
                 b = min(a + batch, ds.n)
                 jobs.append((a, b, view, list(names[a:b]), png_compress_level))
-        if ds.kind == "pairs":
+        if ds.kind == "pairs" and not box:
             (tmp / "pairs.json").write_text(json.dumps({
                 "format": "ident3d-export-pairs", "n": ds.n, "views": ["view0", "view1"],
                 "note": "row i of view0 and row i of view1 are positive pair i",

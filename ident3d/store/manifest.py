@@ -119,6 +119,8 @@ _PLAN_KEYS = (
     "compression",
     "config",
     "factor_table",
+    "pair_structure",
+    "scm",
 )
 
 
@@ -148,6 +150,8 @@ def create_dataset(
     has_class: bool = False,
     class_names: Sequence[str] | None = None,
     blender_version: str | None = None,
+    pair_structure: Sequence[dict[str, Any]] | None = None,
+    scm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create (or re-open for resume) a dataset directory and its manifest; return the manifest.
 
@@ -189,6 +193,10 @@ def create_dataset(
         "factor_table": _normalise_json(
             list(factor_table) if factor_table is not None else None, "factor_table"
         ),
+        "pair_structure": _normalise_json(
+            list(pair_structure) if pair_structure is not None else None, "pair_structure"
+        ),
+        "scm": _normalise_json(scm, "scm"),
     }
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a directory.")

@@ -269,7 +269,7 @@ def test_eval_on_a_manifest_that_does_not_match_its_shards(image_run, tmp_path, 
     _one_line_exit_2(
         ["eval", "--run", str(run), "--data", str(root), "--no-kernel", "--out", str(out)],
         capsys,
-        f"dataset {root} cannot be read",
+        f"shard {root / 'shard-00000.h5'} holds images of shape",
     )
     assert not out.exists()
 

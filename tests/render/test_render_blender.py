@@ -59,3 +59,54 @@ def test_done_when_16_fast_pairs_render_and_verify(
     assert store.verify_dataset(out).ok
     ds = store.open_dataset(out)
     assert len(ds) == 16 and ds.read(0).images.shape == (2, 224, 224, 3)
+
+
+def test_structured_presets_render_with_blender(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3didentbox pairs with real Blender: view 1 metallic, view 2 rubber (the same latents
+    rendered as view 0 and view 1 differ); causal3dident from a built-in mesh and a .blend,
+    loaded with its class labels."""
+    import bpy
+
+    from ident3d.data import ImageDataset
+
+    out = tmp_path / "box"
+    base = ["--quiet", "--resolution", "32", "--quality", "fast", "--workers", "1"]
+    code = main_code(["render", "--out", str(out), "--n", "2", "--preset", "3didentbox",
+                      "--blocks", "content=hues,style=positions,view=rotations", *base])  # fmt: skip
+    assert code == 0
+    s = store.open_dataset(out).read_slice(0, 2)
+    assert not np.array_equal(s.images[:, 0], s.images[:, 1])
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_ico_sphere_add()
+    blend = tmp_path / "ShapeBall.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    c3 = tmp_path / "c3"
+    code = main_code(["render", "--out", str(c3), "--n", "6", "--preset", "causal3dident",
+                      "--singles", "--object", "teapot", "--object", str(blend), *base])  # fmt: skip
+    assert code == 0
+    ds = ImageDataset(c3)
+    labels = [int(ds[i][2]) for i in range(6)]
+    assert set(labels) == {0, 1}
+    assert store.read_manifest(c3)["class_names"] == ["teapot", "ShapeBall"]
+    capsys.readouterr()
+    # a .blend without a mesh: one line, exit 2, nothing left
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.object.camera_add()
+    empty = tmp_path / "NoMesh.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(empty), copy=True)
+    for bad, message in ((empty, "holds no mesh object"),):
+        out_bad = tmp_path / f"bad-{bad.stem}"
+        code = main_code(["render", "--out", str(out_bad), "--n", "2", "--preset", "causal3dident",
+                          "--object", "teapot", "--object", str(bad), *base])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert err.count("\n") == 1 and err.startswith("error: ")
+        assert not out_bad.exists()
+
+
+def main_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return int(exc.value.code or 0)

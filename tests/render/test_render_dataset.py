@@ -95,3 +95,110 @@ def test_a_run_failing_before_any_shard_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         R.render_dataset(_job(n=8), keep, workers=0, chunk=2, progress=False, on_chunk=fail)
     assert keep.is_dir() and not list(keep.iterdir())
+
+
+# ------------------------------------------------------------------ structured datasets
+
+
+def test_3didentbox_dataset_records_its_structure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rendered 3didentbox part-2 dataset: stored latents obey the blocks, the manifest holds
+    the typed factor table, the pair structure and the SCM, and ``ident3d info`` shows them."""
+    out = tmp_path / "box"
+    code, _, err = _cli(
+        ["render", "--out", str(out), "--n", "40", "--preset", "3didentbox", "--renderer",
+         "mock", "--quiet", "--resolution", "16", "--scm", "3didentbox-part2", "--blocks",
+         "content=positions,style=rotations,view=hues", "--shard-size", "16"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    s = _read_all(out)
+    raw = s.raw
+    assert np.array_equal(raw[:, 0, :3], raw[:, 1, :3])  # content: positions
+    assert np.all(raw[:, 0, 8:] == 0) and np.all(raw[:, 1, 7:9] == 0)  # view: hues
+    assert not np.array_equal(raw[:, 0, 3], raw[:, 1, 3])  # style: rotations
+    assert np.all(raw[:, :, 5] == 0)  # gamma fixed
+    # scene units: positions x 2, angles x pi
+    assert np.allclose(s.scene[:, :, :3], raw[:, :, :3] * 2.0, atol=1e-6)
+    assert np.allclose(s.scene[:, :, 6], raw[:, :, 6] * np.pi, atol=1e-5)
+    m = store.read_manifest(out)
+    assert [b["role"] for b in m["pair_structure"]] == ["content", "style", "view"]
+    assert m["pair_structure"][0] == {
+        "name": "positions", "role": "content", "factors": ["pos_x", "pos_y", "pos_z"],
+    }  # fmt: skip
+    types = {r["name"]: r["type"] for r in m["factor_table"]}
+    assert types["rot_gamma"] == "discrete" and types["pos_x"] == "continuous"
+    f = m["scm"]["factors"]
+    assert f["pos_x"]["parents"] == ["pos_y"]  # content c2 -> c1
+    assert f["spot_theta"]["parents"] == ["pos_z"]  # c3 -> s3 (style = rotations)
+    assert f["rot_alpha"]["parents"] == ["rot_beta"]  # s2 -> s1
+    code, info, _ = _cli(["info", str(out)], capsys)
+    assert code == 0
+    assert "block        content  positions: pos_x, pos_y, pos_z" in info
+    assert "scm          pos_x ~ N_t(1 pos_y, 0.5) on [-1, 1]" in info
+    assert "rot_gamma [0.0] (fixed)" in info
+    # same seed, same latents whatever the sharding; two --shard runs join one dataset
+    again = tmp_path / "again"
+    for part in ("0/2", "1/2"):
+        code, _, err = _cli(
+            ["render", "--out", str(again), "--n", "40", "--preset", "3didentbox", "--renderer",
+             "mock", "--quiet", "--resolution", "16", "--scm", "3didentbox-part2", "--blocks",
+             "content=positions,style=rotations,view=hues", "--shard-size", "7",
+             "--shard", part], capsys,
+        )  # fmt: skip
+        assert code == 0, err
+    assert np.array_equal(_read_all(again).raw, raw)
+
+
+def test_images_dataset_without_structure_keeps_null_pair_structure(tmp_path: Path) -> None:
+    R.render_dataset(_job(n=4, pairs=False), tmp_path / "d", workers=0, progress=False)
+    m = store.read_manifest(tmp_path / "d")
+    assert m["pair_structure"] is None and m["scm"] is None
+    assert {r["type"] for r in m["factor_table"]} == {"continuous"}
+    R.render_dataset(_job(n=4), tmp_path / "p", workers=0, progress=False)
+    assert store.read_manifest(tmp_path / "p")["pair_structure"] is None  # all perturbed
+
+
+def test_dims_pairs_record_style_and_content_blocks(tmp_path: Path) -> None:
+    from ident3d.latents import Box, latent_model_from_options
+
+    model = latent_model_from_options(space=Box(10), dims="hue_object,hue_spot")
+    R.render_dataset(_job(n=4, model=model), tmp_path / "d", workers=0, progress=False)
+    blocks = store.read_manifest(tmp_path / "d")["pair_structure"]
+    assert blocks[0] == {"name": "dims", "role": "style", "factors": ["hue_object", "hue_spot"]}
+    assert blocks[1]["role"] == "content" and len(blocks[1]["factors"]) == 8
+
+
+def test_causal3dident_classes_are_a_latent_and_load_with_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """causal3dident: the SCM draws the class (uniform over the --object classes); the class
+    column holds it, the factor table names the classes, ImageDataset returns the labels."""
+    from ident3d.data import ImageDataset
+    from ident3d.latents import build_structured_model
+    from ident3d.scenes import load_preset
+
+    out = tmp_path / "c3"
+    code, _, err = _cli(
+        ["render", "--out", str(out), "--n", "30", "--preset", "causal3dident", "--renderer",
+         "mock", "--quiet", "--resolution", "16", "--singles", "--object", "teapot",
+         "--object", "cube", "--object", "cone"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    m = store.read_manifest(out)
+    assert m["class_names"] == ["teapot", "cube", "cone"]
+    assert m["factor_table"][-1]["classes"] == ["teapot", "cube", "cone"]
+    assert m["scm"]["factors"]["object_class"]["law"] == "categorical"
+    from ident3d.eval.encode import factor_names
+
+    assert factor_names(10, m["factor_table"])[:2] == ["pos_x", "pos_y"]  # class row skipped
+    p = load_preset("causal3dident")
+    opts = {"conditional": "normal", "sigma": 0.1, "dims": None, "marginal": "uniform"}
+    model = build_structured_model(p.data, p.path, kind="box", values=opts, n_classes=3)
+    assert model is not None
+    want = model.sample_range_with_classes(0, 30, 0, pairs=False)[1]
+    s = _read_all(out)
+    assert np.array_equal(s.cls, want) and len(set(want.tolist())) == 3
+    ds = ImageDataset(out)
+    x, _z, c = ds[4]
+    assert c == int(want[4]) and tuple(x.shape) == (3, 16, 16)

@@ -121,3 +121,93 @@ def test_missing_bpy_tells_how_to_install(
     code, _, err = _cli(["render", "--out", str(tmp_path / "d"), "--n", "2"], capsys)
     assert code == 2 and "pip install 'ident3d[render]'" in err
     assert not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------------------ SCM, blocks, views
+
+
+BOX_ARGS = ["--preset", "3didentbox", "--renderer", "mock", "--quiet", "--resolution", "16"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--blocks", "content=colours"], "unknown block 'colours'"),
+        (["--blocks", "content=hues,style=hues"], "assigned twice"),
+        (["--blocks", "middle=hues"], "ROLE one of content, style, view"),
+        (["--scm", "/no/such.toml"], "--scm /no/such.toml: file not found"),
+        (["--blocks", "content=hues", "--dims", "pos_x"], "--dims and --blocks"),
+        (["--mode", "periodic", "--preset", "3dident", "--blocks", "content=x"], "box-kind"),
+        (["--marginal", "normal"], "--marginal applies to independent latents"),
+    ],
+)
+def test_bad_structure_options_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "d"
+    code, _, err = _cli(["render", "--out", str(out), "--n", "2", *BOX_ARGS, *extra], capsys)
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[factors.pos_x]\nlaw = 'normal'\nparents = ['pos_y']\nscale = 1\n"
+         "[factors.pos_y]\nlaw = 'normal'\nparents = ['pos_x']\nscale = 1\n", "cycle"),
+        ("[factors.pos_q]\nlaw = 'uniform'\n", "unknown factor 'pos_q'"),
+        ("[factors.pos_x]\nlaw = 'normal'\nparents = ['pos_y']\nscale = -1\n", "scale must"),
+        ("[factors.pos_x]\nlaw = 'uniform'\nlow = 0\nhigh = 1\nmean = 3\n", "unknown key 'mean'"),
+        ("[factors]\npos_x = 3\n", "factor pos_x must be a table"),
+        ("[factors.pos_x\n", "not valid TOML"),
+        ("[factors.object_class]\nlaw = 'categorical'\n", "two or more --object"),
+    ],
+)  # fmt: skip
+def test_bad_scm_files_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    out = tmp_path / "d"
+    code, _, err = _cli(
+        ["render", "--out", str(out), "--n", "2", *BOX_ARGS, "--scm", str(f)], capsys
+    )
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not out.exists()
+
+
+def test_scm_and_latents_file_exclude_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "z.npy", np.zeros((2, 10)))
+    code, _, err = _cli(
+        ["render", "--out", str(tmp_path / "d"), *BOX_ARGS, "--latents", str(tmp_path / "z.npy"),
+         "--blocks", "content=hues"], capsys,
+    )  # fmt: skip
+    assert code == 2 and "--latents renders given latents" in err
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[views.2.material]\nname = 'x'\n", "unknown view [views.2]"),
+        ("[views.0.camera]\nlens_mm = 20\n", "unknown section [views.0.camera]"),
+        ("[views.0.object]\nsize = 2\n", "unknown key 'views.0.object.size'"),
+        ("[views.1.material]\ntype = 'metal'\nname = 'm'\n", "missing key 'views.1.material.roughness_1'"),
+        ("[blocks.a]\nfactors = ['pos_x']\nwhat = 1\n", "unknown key 'what'"),
+        ("[pairs]\nstyle_sigma = 0\n", "'pairs.style_sigma' must be >="),
+        ("[scm]\nfoo = 1\n", "[scm] must hold only"),
+    ],
+)  # fmt: skip
+def test_bad_preset_structure_sections_name_key_and_file(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    from ident3d.scenes import PresetError, load_preset, presets_dir
+
+    f = tmp_path / "p.toml"
+    f.write_text((presets_dir() / "3dident.toml").read_text() + "\n" + toml)
+    with pytest.raises(PresetError) as exc:
+        load_preset(f)
+    assert str(exc.value).startswith(str(f)) and message in str(exc.value)

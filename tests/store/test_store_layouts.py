@@ -13,6 +13,7 @@ from PIL import Image
 from store_helpers import _cli
 
 from ident3d import store
+from ident3d.errors import DataError
 
 
 def make_causal(split_dir: Path, counts: dict[int, int], seed: int = 0):
@@ -114,3 +115,24 @@ def test_read_class_names_sidecar_and_fallback(tmp_path: Path) -> None:
     (tmp_path / "class_names.json").write_text("[1")
     with pytest.raises(store.DataError, match="class_names.json is not readable JSON"):
         store.read_class_names(tmp_path)
+
+
+def test_3didentbox_layout_is_scanned_and_checked(tmp_path: Path) -> None:
+    from ident3d.store.layouts import scan_original_layout
+
+    src = tmp_path / "box"
+    for v in ("m1", "m2"):
+        (src / "samples" / v).mkdir(parents=True)
+        (src / "factors" / v).mkdir(parents=True)
+        np.save(src / "factors" / v / "raw_latents.npy", np.zeros((2, 10)))
+        for i in range(2):
+            (src / "samples" / v / f"{i}.png").write_bytes(b"")
+    layout, _base, parts = scan_original_layout(src, None)
+    assert layout == "3didentbox" and [p.images_dir.name for p in parts] == ["m1", "m2"]
+    np.save(src / "factors" / "m2" / "raw_latents.npy", np.zeros((3, 10)))
+    with pytest.raises(DataError, match="holds 2 PNG images but factors/m2/raw_latents.npy"):
+        scan_original_layout(src, None)
+    np.save(src / "factors" / "m2" / "raw_latents.npy", np.zeros((2, 10)))
+    np.save(src / "factors" / "m1" / "latents.npy", np.zeros((2, 10)))
+    with pytest.raises(DataError, match="in one view folder only"):
+        scan_original_layout(src, None)

@@ -126,7 +126,7 @@ def test_manifest_that_does_not_match_its_shards(tmp_path, stores, capsys, edit)
     (data / "manifest.json").write_text(json.dumps(m))
     out = tmp_path / "r"
     code, err = _main_exit(["train", "--data", str(data), *DS_ARGS, "--out", str(out)], capsys)
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: dataset "), err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert str(data) in err and "ident3d verify" in err
     assert not out.exists()
     # a run made before the edit: --resume reads the data again and refuses the same way

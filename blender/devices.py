@@ -11,7 +11,7 @@ silent CPU render.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 GPU_BACKENDS: tuple[str, ...] = ("OPTIX", "CUDA")
@@ -28,12 +28,18 @@ def cycles_preferences() -> Any:
     return bpy.context.preferences.addons["cycles"].preferences
 
 
-def select_gpu(prefs: Any, backends: Sequence[str] = GPU_BACKENDS) -> tuple[str, list[str]]:
-    """Enable every device of the first backend in ``backends`` that has one.
+def select_gpu(
+    prefs: Any,
+    backends: Sequence[str] = GPU_BACKENDS,
+    choose: Callable[[int], Sequence[int]] | None = None,
+) -> tuple[str, list[str]]:
+    """Enable the devices of the first backend in ``backends`` that has one: all of them, or
+    those at the indices ``choose(number of devices)`` returns (a worker pinned to its GPUs,
+    :func:`ident3d.render.gpus.worker_devices`).
 
-    Returns ``(backend, [device names])``. Devices of other types (the CPU above all) are
-    switched off, so Cycles renders on the GPU(s) only. Raises :class:`NoGPUError` if no
-    backend has a device.
+    Returns ``(backend, [names of the enabled devices])``. Every other device (the CPU above
+    all, and the backend's devices not chosen) is switched off, so Cycles renders on the chosen
+    GPU(s) only. Raises :class:`NoGPUError` if no backend has a device.
     """
     tried: list[str] = []
     for backend in backends:
@@ -47,9 +53,13 @@ def select_gpu(prefs: Any, backends: Sequence[str] = GPU_BACKENDS) -> tuple[str,
         if not devices:
             tried.append(f"{backend}: no device")
             continue
+        picked = range(len(devices)) if choose is None else list(choose(len(devices)))
+        if not picked:
+            raise NoGPUError(f"no {backend} device was chosen out of {len(devices)}.")
+        chosen = {id(devices[i]) for i in picked}
         for d in prefs.devices:
-            d.use = d.type == backend
-        return backend, [d.name for d in devices]
+            d.use = id(d) in chosen
+        return backend, [devices[i].name for i in sorted(picked)]
     raise NoGPUError(
         "--gpu was given but Cycles found no GPU device (" + "; ".join(tried) + "); "
         "check the NVIDIA driver, or render on the CPU without --gpu."

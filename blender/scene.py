@@ -158,11 +158,13 @@ class SceneRenderer:
         threads: int = 0,
         gpu: bool = False,
         handoff_dir: str | None = None,
+        gpu_choose: Any = None,
     ) -> None:
         self.preset = preset
         self.quality = dict(quality)
         self.resolution = int(resolution)
         self.gpu = bool(gpu)
+        self.gpu_choose = gpu_choose  # which of the devices (ident3d.render.gpus); None: all
         self.gpu_backend: str | None = None
         self.gpu_devices: list[str] = []
         self.timings: dict[str, float] = {"apply": 0.0, "render": 0.0, "handoff": 0.0}
@@ -560,7 +562,9 @@ class SceneRenderer:
 
     # ------------------------------------------------------------------ GPU
     def _enable_gpu(self) -> None:
-        self.gpu_backend, self.gpu_devices = select_gpu(cycles_preferences())
+        self.gpu_backend, self.gpu_devices = select_gpu(
+            cycles_preferences(), choose=self.gpu_choose
+        )
         self.scene.cycles.device = "GPU"
         self.scene.cycles.denoising_use_gpu = True
         # warm-up: compile (or JIT) the kernels and load the scene before timing starts. With

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "traverse": ("ident3d.cli.render_cmd", "traverse", "Render a latent traversal grid."),
     "info": ("ident3d.cli.store_cmd", "info", "Summarise a dataset."),
     "verify": ("ident3d.cli.store_cmd", "verify", "Check a dataset against its manifest."),
+    "merge": ("ident3d.cli.merge_cmd", "merge", "List the shards jobs committed in the manifest."),
     "convert": ("ident3d.cli.store_cmd", "convert", "Pack an original-layout dataset."),
     "export": ("ident3d.cli.store_cmd", "export", "Write a dataset in the original layout."),
     "train": ("ident3d.cli.train_cmd", "train", "Train a contrastive encoder."),

@@ -69,7 +69,11 @@ COMPRESSIONS = ("none", "lz4", "gzip")
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="Threads per worker (cores / W)."
 )
-@click.option("--shard", "shard_spec", default=None, help="Render only shard group I of N: I/N.")
+@click.option(
+    "--shard", "shard_spec", default=None,
+    help="Render only shard group I of N: I/N; auto or auto/N reads I from JOB_COMPLETION_INDEX "
+    "(Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID (docs/scaling.md).",
+)  # fmt: skip
 @click.option(
     "--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
     help="Samples per shard file.",
@@ -78,12 +82,43 @@ COMPRESSIONS = ("none", "lz4", "gzip")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset in --out.")
 @click.option("--gpu", is_flag=True, help="Render on a GPU (OptiX, else CUDA); fails without one.")
 @click.option(
+    "--gpus-per-worker", type=click.IntRange(min=0), default=None,
+    help="With --gpu: GPUs each worker renders on (default: the workers spread over the GPUs, "
+    "one GPU each or several workers per GPU; 0: every GPU in every worker).",
+)  # fmt: skip
+@click.option("--gpu-devices", default=None,
+              help="With --gpu: only these device indices of Cycles' list, e.g. 0,2.")  # fmt: skip
+@click.option(
     "--compression",
     type=click.Choice(COMPRESSIONS),
     default=None,
     help="Image compression in the shards (default: the store's).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=None,
+    help="Fan out: render with K jobs (a SLURM job array or K local processes, submitit), "
+    "wait, retry, merge and verify (docs/scaling.md).",
+)  # fmt: skip
+@click.option(
+    "--executor", type=click.Choice(["local", "slurm"]), default=None,
+    help="Where the --jobs run (default local).",
+)  # fmt: skip
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Re-submissions per failed or pre-empted job.")  # fmt: skip
+@click.option("--no-wait", is_flag=True, help="With --jobs: return after submitting.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Job scripts and logs of --jobs (default: OUT.jobs beside --out).")  # fmt: skip
+@click.option("--slurm-partition", default=None, help="sbatch --partition.")
+@click.option("--slurm-time", default=None, help="Time limit per job: minutes or D-H:M:S.")
+@click.option("--slurm-cpus", type=click.IntRange(min=1), default=None,
+              help="CPUs per job (sbatch --cpus-per-task).")  # fmt: skip
+@click.option("--slurm-gpus", type=click.IntRange(min=0), default=None,
+              help="GPUs per job (sbatch --gpus-per-node).")  # fmt: skip
+@click.option("--slurm-mem", default=None, help="Memory per job (sbatch --mem), e.g. 16G.")
+@click.option("--slurm-array-parallelism", type=click.IntRange(min=1), default=None,
+              help="At most this many jobs of the array at once (default all).")  # fmt: skip
+@click.option("--slurm-account", default=None, help="sbatch --account.")
 @click.option(
     "--allow-outside-space",
     is_flag=True,
@@ -129,8 +164,22 @@ def render(
     resume: bool,
     overwrite: bool,
     gpu: bool,
+    gpus_per_worker: int | None,
+    gpu_devices: str | None,
     compression: str | None,
     quiet: bool,
+    jobs: int | None,
+    executor: str | None,
+    retries: int,
+    no_wait: bool,
+    log_dir: Path | None,
+    slurm_partition: str | None,
+    slurm_time: str | None,
+    slurm_cpus: int | None,
+    slurm_gpus: int | None,
+    slurm_mem: str | None,
+    slurm_array_parallelism: int | None,
+    slurm_account: str | None,
     allow_outside_space: bool,
     renderer: str,
     scm_file: str | None = None,
@@ -162,7 +211,31 @@ def render(
         resolution if resolution is not None else p.data["render"]["resolution"]
     )
     objs = R.check_objects(list(objects) or p.object_classes)
-    shard = R.parse_shard(shard_spec)
+    from ident3d.render.scheduler_env import resolve_shard
+
+    shard = resolve_shard(shard_spec)
+    from ident3d.render.gpus import GpuLayout, parse_devices
+
+    if not gpu and (gpus_per_worker is not None or gpu_devices is not None):
+        raise UsageError(
+            f"{'--gpus-per-worker' if gpus_per_worker is not None else '--gpu-devices'} "
+            "needs --gpu."
+        )
+    layout = GpuLayout(gpus_per_worker, parse_devices(gpu_devices)) if gpu else None
+    slurm_given = [name for name, v in (("--slurm-partition", slurm_partition),
+                   ("--slurm-time", slurm_time), ("--slurm-cpus", slurm_cpus),
+                   ("--slurm-gpus", slurm_gpus), ("--slurm-mem", slurm_mem),
+                   ("--slurm-array-parallelism", slurm_array_parallelism),
+                   ("--slurm-account", slurm_account)) if v is not None]  # fmt: skip
+    if jobs is None and (executor or no_wait or log_dir or slurm_given):
+        given = (
+            (executor and "--executor") or (no_wait and "--no-wait") or (log_dir and "--log-dir")
+        )
+        raise UsageError(f"{given or slurm_given[0]} needs --jobs K (the number of jobs).")
+    if jobs is not None and shard is not None:
+        raise UsageError("--jobs and --shard exclude each other: --jobs splits the dataset itself.")
+    if slurm_given and executor != "slurm":
+        raise UsageError(f"{slurm_given[0]} needs --executor slurm.")
     model = None
     latents = None
     source = None
@@ -205,13 +278,26 @@ def render(
         latents_source=source,
         renderer=renderer,
         gpu=gpu,
+        gpu_layout=layout,
     )
     w = workers if workers is not None else R.default_workers()
     views = 2 if pairs else 1
     # the cheap refusals first, so bad input prints its one error line and no plan
+    ctx = click.get_current_context()
+    if (
+        jobs is not None
+        and ctx.get_parameter_source("shard_size") != click.core.ParameterSource.COMMANDLINE
+    ):
+        shard_size = max(1, min(shard_size, -(-n // jobs)))  # every one of the K jobs has work
     job.shard_size = int(shard_size) if shard_size >= 1 else job.shard_size
     R.check_out_dir(Path(out))
     R.check_size(job, Path(out), shard, compression or store.DEFAULT_COMPRESSION)
+    if jobs is not None:
+        _fan_out(job, out, jobs, executor or "local", retries, not no_wait, log_dir, workers,
+                 threads, overwrite, compression or store.DEFAULT_COMPRESSION, shard_size, quiet,
+                 R.FanoutSlurm(slurm_partition, slurm_time, slurm_cpus, slurm_gpus, slurm_mem,
+                               slurm_array_parallelism, slurm_account))  # fmt: skip
+        return
     click.echo(
         f"rendering {n} {'pairs' if pairs else 'images'} ({n * views} images) at {resolution} px, "
         f"quality {quality}, mode {mode}, {w} worker(s) x {threads or R.default_threads(w)} "
@@ -260,6 +346,36 @@ def _structured_model(
             "the SCM draws the object class (object_class): give two or more --object classes."
         )
     return model
+
+
+def _fan_out(
+    job: Any, out: Path, jobs: int, executor: str, retries: int, wait: bool, log_dir: Path | None,
+    workers: int | None, threads: int | None, overwrite: bool, compression: str,
+    shard_size: int, quiet: bool, slurm: Any,
+) -> None:  # fmt: skip
+    """``--jobs K``: the dataset rendered by K submitit jobs (ident3d.render.fanout)."""
+    import math
+
+    from ident3d import render as R
+
+    w = workers or 1
+    jobs = min(jobs, math.ceil(job.n / shard_size))
+    if executor == "local" and threads is None:  # K jobs share this machine's cores
+        threads = max(1, R.default_threads(1) // (jobs * w))
+    views = 2 if job.pairs else 1
+    click.echo(
+        f"rendering {job.n} {'pairs' if job.pairs else 'images'} ({job.n * views} images) at "
+        f"{job.resolution} px, quality {job.quality}, mode {job.mode}, {jobs} {executor} job(s) "
+        f"x {w} worker(s) x {threads or 'all'} thread(s){' on GPU' if job.gpu else ''} -> {out}"
+    )
+    summary = R.render_fanout(
+        job, out, jobs=jobs, executor=executor, slurm=slurm, retries=retries, wait=wait,
+        workers=w, threads=threads, overwrite=overwrite, compression=compression,
+        shard_size=shard_size, log_dir=log_dir, progress=not quiet, echo=click.echo,
+    )  # fmt: skip
+    for line in summary.verify_lines:
+        click.echo(line)
+    click.echo(summary.line())
 
 
 def _check_inside(latents: Any, space: Any, mode: str, path: Path, allow: bool) -> None:

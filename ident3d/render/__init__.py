@@ -41,6 +41,8 @@ from ident3d.render.dataset import (
     prepare_dataset,
     render_dataset,
 )
+from ident3d.render.fanout import FanoutFailed, FanoutSummary, render_fanout
+from ident3d.render.fanout import SlurmOptions as FanoutSlurm
 from ident3d.render.job import (
     INSTALL_HINT,
     MAX_RESOLUTION,
@@ -55,6 +57,7 @@ from ident3d.render.job import (
 )
 from ident3d.render.mock import MockRenderer
 from ident3d.render.multimodal import MultimodalJob, render_multimodal
+from ident3d.render.scheduler_env import resolve_shard
 from ident3d.render.seeds import frame_seed, parse_shard, sample_classes, select_shards
 from ident3d.render.traverse import render_scene_latents, traversal_figure, traversal_latents
 from ident3d.render.workers import (
@@ -78,6 +81,9 @@ __all__ = [
     "MAX_RESOLUTION",
     "MIN_RESOLUTION",
     "RENDERERS",
+    "FanoutFailed",
+    "FanoutSlurm",
+    "FanoutSummary",
     "MockRenderer",
     "MultimodalJob",
     "RenderJob",
@@ -98,10 +104,12 @@ __all__ = [
     "parse_shard",
     "prepare_dataset",
     "render_dataset",
+    "render_fanout",
     "render_multimodal",
     "render_scene_latents",
     "render_task",
     "require_bpy",
+    "resolve_shard",
     "sample_classes",
     "select_shards",
     "traversal_figure",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -17,6 +18,7 @@ import numpy as np
 
 from ident3d import store
 from ident3d.errors import DataError, UsageError
+from ident3d.render.gpus import with_workers
 from ident3d.render.job import (
     RENDERERS,
     RenderJob,
@@ -222,7 +224,9 @@ class RenderLock:
     def _lock(self, start: int, length: int) -> None:
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):  # locks do not work here (NFS
+                return  # without a lock daemon): go on; commits are safe through records
             raise UsageError(
                 f"another render is writing shards of {self.path.parent}"
                 + (f" (shard {start})" if length else "")
@@ -380,6 +384,7 @@ def _render_locked(
         objects=tuple(job.objects),
         threads=int(threads) if threads else default_threads(workers),
         gpu=job.gpu,
+        gpu_layout=with_workers(job.gpu_layout, workers) if job.gpu else None,
     )
     writers = _Writers(job, out, compression)
     bar = _progress_bar(total * job.views, progress)

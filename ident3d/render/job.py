@@ -49,6 +49,7 @@ class RenderJob:
     renderer: str = "blender"
     gpu: bool = False
     shard_size: int = store.DEFAULT_SHARD_SIZE
+    gpu_layout: Any = None  # ident3d.render.gpus.GpuLayout (not part of the content)
     mapping: LatentMapping = field(init=False)
 
     def __post_init__(self) -> None:

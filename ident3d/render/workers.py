@@ -49,6 +49,7 @@ class WorkerSpec:
     objects: tuple[str, ...]
     threads: int
     gpu: bool
+    gpu_layout: Any = None  # ident3d.render.gpus.GpuLayout: which GPU(s) each worker uses
 
 
 def _clean_blender_paths() -> None:
@@ -83,9 +84,27 @@ def make_renderer(spec: WorkerSpec) -> Any:
             objects=spec.objects,
             threads=spec.threads,
             gpu=spec.gpu,
+            **({"gpu_choose": gpu_chooser(spec)} if spec.gpu else {}),
         )
     except (SceneError, NoGPUError) as exc:
         raise UsageError(str(exc)) from None
+
+
+#: This worker's index in its pool (0 .. W-1): which GPU(s) it is pinned to.
+_SLOT = 0
+
+
+def gpu_chooser(spec: WorkerSpec, slot: int | None = None) -> Any:
+    """``choose(n_devices) -> indices`` for :func:`ident3d.blender.devices.select_gpu`: the
+    devices of worker ``slot`` (default: this worker's) under ``spec.gpu_layout``."""
+    from ident3d.render.gpus import worker_devices
+
+    mine = _SLOT if slot is None else int(slot)
+
+    def choose(available: int) -> list[int]:
+        return worker_devices(mine, available, spec.gpu_layout)
+
+    return choose
 
 
 def _close_renderer() -> None:
@@ -143,10 +162,17 @@ def _watch_parent(parent: int, interval: float = 0.2) -> None:
     threading.Thread(target=loop, name="ident3d-parent-watch", daemon=True).start()
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(parent: int, counter: Any = None) -> None:
     """Pool initializer: Ctrl-C is the parent's to handle (it stops the pool); exit with the
-    parent; close the renderer when the worker exits normally; sweep dead workers' folders."""
+    parent; close the renderer when the worker exits normally; sweep dead workers' folders;
+    take the next worker slot (GPU pinning) from ``counter``."""
     import multiprocessing.util
+
+    global _SLOT
+    if counter is not None:
+        with counter.get_lock():
+            _SLOT = int(counter.value)
+            counter.value += 1
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_parent(parent)
@@ -352,7 +378,10 @@ def _run_pool(
 
     ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(os.getpid(), ctx.Value("i", 0)),
     )
     pending: set[Future[Any]] = set()
     ok = False

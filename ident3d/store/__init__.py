@@ -62,7 +62,9 @@ The package holds one concept per module: :mod:`~ident3d.store.format` (constant
 helpers), :mod:`~ident3d.store.manifest`, :mod:`~ident3d.store.writer`,
 :mod:`~ident3d.store.reader`, :mod:`~ident3d.store.verify`, :mod:`~ident3d.store.describe`,
 :mod:`~ident3d.store.layouts` (the original layouts, one module each),
-:mod:`~ident3d.store.convert` and :mod:`~ident3d.store.export`. Everything public is re-exported here.
+:mod:`~ident3d.store.convert`, :mod:`~ident3d.store.export`, :mod:`~ident3d.store.records`
+(per-shard commit records, lock-free commits) and :mod:`~ident3d.store.merge` (``ident3d merge``:
+records into the manifest). Everything public is re-exported here.
 """
 
 from ident3d.errors import DataError, UsageError
@@ -95,8 +97,10 @@ from ident3d.store.manifest import (
     missing_shards,
     read_manifest,
 )
+from ident3d.store.merge import MergeResult, merge_records
 from ident3d.store.multimodal import MultimodalShardWriter, is_multimodal, read_text
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
+from ident3d.store.records import RECORDS_DIR, deferred_merge, read_records, write_record
 from ident3d.store.verify import VerifyReport, check_shard_files, verify_dataset
 from ident3d.store.writer import ShardWriter
 
@@ -111,9 +115,11 @@ __all__ = [
     "LOCK_NAME",
     "MANIFEST_NAME",
     "MIN_SHARD_DIGITS",
+    "RECORDS_DIR",
     "SCENE_DIM",
     "DataError",
     "Dataset",
+    "MergeResult",
     "MultimodalShardWriter",
     "Sample",
     "ShardInfo",
@@ -125,16 +131,19 @@ __all__ = [
     "convert_original",
     "create_dataset",
     "decode_png",
+    "deferred_merge",
     "describe_dataset",
     "export_original",
     "index_digits",
     "is_complete",
     "is_multimodal",
     "manifest_lock",
+    "merge_records",
     "missing_shards",
     "open_dataset",
     "read_class_names",
     "read_manifest",
+    "read_records",
     "read_text",
     "scan_original_layout",
     "sha256_file",
@@ -142,4 +151,5 @@ __all__ = [
     "shard_file_name",
     "shard_range",
     "verify_dataset",
+    "write_record",
 ]

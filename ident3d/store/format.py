@@ -219,6 +219,9 @@ def stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except FileNotFoundError:
         return found
+    records = root / ".records"  # ident3d.store.records.RECORDS_DIR: its writes' temp files
+    if records.is_dir() and not records.is_symlink():
+        entries += sorted(os.scandir(records), key=lambda e: e.name)
     for entry in entries:
         m = _TMP_RE.match(entry.name)
         if m is None or not entry.is_file(follow_symlinks=False):

@@ -1,11 +1,17 @@
 """The manifest: ``manifest.json`` read and written under a file lock, dataset creation
 (:func:`create_dataset`), shard commits (:func:`commit_shard`) and completeness checks.
+
+Commits do not depend on the lock being reliable: each commit first writes the shard's record
+(:mod:`ident3d.store.records`), which :func:`read_manifest` overlays, so a manifest update lost
+to a lock that does not work (NFS without a lock daemon, Lustre mounted without ``flock``) hides
+nothing; ``ident3d merge`` (:mod:`ident3d.store.merge`) writes the records back into the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import math
@@ -39,6 +45,11 @@ from ident3d.store.format import (
     shard_digits,
     shard_range,
 )
+from ident3d.store.records import merge_on_commit, read_records, remove_records, write_record
+
+#: lockf errors that mean "locks do not work here" (not "someone holds it"): commits then go
+#: ahead without the lock, which the records make safe.
+_NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 @contextlib.contextmanager
@@ -48,7 +59,11 @@ def manifest_lock(root: str | os.PathLike[str]) -> Iterator[None]:
     path = Path(root) / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # no lock daemon (NFS) or no lock support: go on unlocked
+            if exc.errno not in _NO_LOCK_ERRNOS:
+                raise
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -56,8 +71,13 @@ def manifest_lock(root: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)
 
 
-def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load ``ROOT/manifest.json``; :class:`DataError` if absent, unreadable or not ours."""
+def read_manifest(root: str | os.PathLike[str], records: bool = True) -> dict[str, Any]:
+    """Load ``ROOT/manifest.json``; :class:`DataError` if absent, unreadable or not ours.
+
+    With ``records`` (the default), shards that have a commit record but are not yet listed
+    in the file (see :mod:`ident3d.store.records`) are added to the returned ``shards``, so
+    every reader sees a shard as committed once its record exists; ``records=False`` returns
+    the file as it is."""
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.exists():
@@ -82,6 +102,16 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{path} has a 'shards' value that is not a list.")
     for entry in manifest["shards"]:  # a dataset from elsewhere must not lead out of its folder
         _check_shard_entry(root, manifest, entry)
+    if records:
+        listed = set()
+        for entry in manifest["shards"]:
+            with contextlib.suppress(TypeError, ValueError):
+                listed.add(int(entry["index"]))
+        extra = read_records(root, manifest, skip=listed)
+        if extra:
+            shards = list(manifest["shards"]) + list(extra.values())
+            shards.sort(key=lambda s: int(s["index"]))
+            manifest["shards"] = shards
     return manifest
 
 
@@ -132,6 +162,7 @@ def _remove_store_files(root: Path) -> None:
         if _SHARD_RE.match(name) or name == MANIFEST_NAME:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
+    remove_records(root)
     remove_stale_temp_files(root)
 
 
@@ -204,7 +235,7 @@ def create_dataset(
     with manifest_lock(root):
         if (root / MANIFEST_NAME).exists():
             try:
-                old = read_manifest(root)
+                old = read_manifest(root, records=False)
             except DataError:
                 if not overwrite:
                     raise
@@ -212,15 +243,17 @@ def create_dataset(
             if old is not None:
                 differ = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
                 if not differ and not overwrite:
-                    return old
+                    return read_manifest(root)
                 if not overwrite:
                     raise UsageError(
                         f"{root} already holds a dataset with a different "
                         f"{', '.join(differ)}; pass overwrite (--overwrite) to replace it."
                     )
             _remove_store_files(root)
-        elif overwrite:
-            _remove_store_files(root)
+        else:  # a new dataset never inherits the records of an older one
+            if overwrite:
+                _remove_store_files(root)
+            remove_records(root)
         manifest = {
             "format": FORMAT_NAME,
             **plan,
@@ -237,16 +270,27 @@ def commit_shard(
     entry: dict[str, Any],
     tmp_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Record a complete shard in the manifest (under the manifest lock); return the manifest.
+    """Commit a complete shard; return the manifest as the file held it plus this entry
+    (other writers' unmerged records are not read: that would cost a read per record and
+    commit).
 
-    With ``tmp_path``, the finished temporary file is renamed to ``entry["file"]`` inside the
-    same locked section, so two writers racing on one shard index cannot leave a manifest
-    entry that describes the other writer's file. Without it, the file must already be in
-    place. An earlier entry of the same index is replaced.
+    With ``tmp_path``, the finished temporary file is first renamed to ``entry["file"]``.
+    Then the shard's record is written atomically (:func:`ident3d.store.records.write_record`):
+    from that moment the shard counts, for every reader. Last, the entry is written into
+    ``manifest.json`` under the manifest lock (an earlier entry of the same index is
+    replaced), unless :func:`ident3d.store.records.deferred_merge` is active and the manifest
+    does not list the index yet: then no lock is taken at all and a later merge lists it.
+
+    The lock keeps two writers of one machine from losing each other's manifest updates; where
+    it does not work, a lost update only delays the listing to the next merge (the record
+    stays). Two writers racing on one shard index are kept apart by the render's own lock;
+    verify's checksums catch a record describing another file.
     """
     root = Path(root)
-    with manifest_lock(root):
-        manifest = read_manifest(root)
+    merge = merge_on_commit()
+    lock = manifest_lock(root) if merge else contextlib.nullcontext()
+    with lock:
+        manifest = read_manifest(root, records=False)
         index = int(entry["index"])
         start, count = shard_range(manifest, index)
         if (int(entry["start"]), int(entry["count"])) != (start, count):
@@ -254,24 +298,41 @@ def commit_shard(
                 f"shard {index} must hold samples {start}..{start + count - 1}, "
                 f"not {entry['start']}..{int(entry['start']) + int(entry['count']) - 1}."
             )
+        _check_shard_entry(root, manifest, entry)
         final = root / entry["file"]
         if tmp_path is not None:
             os.replace(tmp_path, final)
             _fsync_path(root, directory=True)
         elif not final.is_file():
             raise DataError(f"cannot commit shard {index}: {final} does not exist.")
-        shards = [s for s in manifest["shards"] if int(s["index"]) != index]
-        shards.append(dict(entry))
-        shards.sort(key=lambda s: int(s["index"]))
-        manifest["shards"] = shards
         try:
-            _write_manifest(root, manifest)
+            write_record(root, dict(entry))
         except BaseException:
-            if tmp_path is not None:  # renamed but not committed: it must not look complete
+            if tmp_path is not None:  # renamed but not recorded: it must not look complete
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()
             raise
+        listed = any(int(s["index"]) == index for s in manifest["shards"])
+        if merge or listed:
+            if not merge:  # re-commit of a listed shard: its entry must not go stale
+                with manifest_lock(root):
+                    _replace_entry(root, entry)
+            else:
+                _replace_entry(root, entry)
+    shards = [s for s in manifest["shards"] if int(s["index"]) != index] + [dict(entry)]
+    manifest["shards"] = sorted(shards, key=lambda s: int(s["index"]))
     return manifest
+
+
+def _replace_entry(root: Path, entry: dict[str, Any]) -> None:
+    """Put ``entry`` into ``manifest.json`` (caller holds the lock, where locks work)."""
+    manifest = read_manifest(root, records=False)
+    index = int(entry["index"])
+    shards = [s for s in manifest["shards"] if int(s["index"]) != index]
+    shards.append(dict(entry))
+    shards.sort(key=lambda s: int(s["index"]))
+    manifest["shards"] = shards
+    _write_manifest(root, manifest)
 
 
 def missing_shards(root: str | os.PathLike[str]) -> list[int]:

@@ -254,6 +254,16 @@ def verify_dataset(root: str | os.PathLike[str], quick: bool = False) -> VerifyR
         for what in _check_shard(root, manifest, entry, quick):
             report.problems.append((where, what))
     report.missing = [k for k in range(num) if k not in listed]
+    try:  # shards counted through their commit record, not yet in manifest.json itself
+        in_file = {int(e["index"]) for e in read_manifest(root, records=False)["shards"]}
+    except (DataError, KeyError, TypeError, ValueError):
+        in_file = set(listed)
+    unmerged = sorted(k for k in listed if k not in in_file)
+    if unmerged:
+        report.warnings.append(
+            f"{len(unmerged)} shard(s) (first {unmerged[0]}) are committed by their record in "
+            f".records/ but not yet listed in {MANIFEST_NAME}; `ident3d merge {root}` lists them"
+        )
     listed_files = {e.get("file") for e in listed.values()}
     stale = {p.name for p in stale_temp_files(root)}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):

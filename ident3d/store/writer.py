@@ -56,7 +56,7 @@ class ShardWriter:
         has_class: bool = False,
     ) -> None:
         self.root = Path(root)
-        manifest = read_manifest(self.root)
+        manifest = read_manifest(self.root, records=False)  # the plan (records not needed)
         expect = {
             "kind": kind,
             "height": int(height),

@@ -38,6 +38,19 @@ def _make(root: Path, n: int = 25, shard_size: int = 10, kind: str = "images", *
     return images, raw, scene
 
 
+def _uncommit(root: Path, indices: object) -> None:
+    """Make shards look never committed: drop their manifest entries and commit records (the
+    state a run killed before committing them leaves)."""
+    import json
+
+    drop = {int(k) for k in indices}  # type: ignore[attr-defined]
+    m = json.loads((root / store.MANIFEST_NAME).read_text())
+    m["shards"] = [e for e in m["shards"] if int(e["index"]) not in drop]
+    (root / store.MANIFEST_NAME).write_text(json.dumps(m))
+    for k in drop:
+        (root / store.RECORDS_DIR / f"shard-{k:05d}.json").unlink(missing_ok=True)
+
+
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from original_helpers import H, W, _read_png, make_original
-from store_helpers import _cli
+from store_helpers import _cli, _uncommit
 
 from ident3d import store
 from ident3d.errors import DataError
@@ -144,9 +143,7 @@ def test_convert_resume_continues_and_keeps_live_temp_files(
     assert _cli(["convert", str(src), str(ref), *args], capsys)[0] == 0
     assert _cli(["convert", str(src), str(dst), *args], capsys)[0] == 0
     # the state a killed run leaves: shards 2 and 3 not committed, a dead writer's temp shard
-    m = store.read_manifest(dst)
-    m["shards"] = [e for e in m["shards"] if e["index"] < 2]
-    (dst / "manifest.json").write_text(json.dumps(m))
+    _uncommit(dst, range(2, 4))
     (dst / "shard-00003.h5").unlink()  # shard 2's file stays: renamed but never committed
     dead = dst / f".shard-00003.h5.tmp-{_dead_pid()}-0a1b2c3d"
     dead.write_bytes(b"half a shard")
@@ -177,7 +174,7 @@ def test_convert_resume_continues_and_keeps_live_temp_files(
         code, _, _ = _cli(["convert", str(src), str(dst), "-j", "1", "--overwrite"], capsys)
         assert code == 0 and not dead.exists() and live.exists()
         assert sorted(p.name for p in dst.iterdir() if p.name != live.name) == [
-            ".manifest.lock", "manifest.json", "shard-00000.h5"]  # fmt: skip
+            ".manifest.lock", ".records", "manifest.json", "shard-00000.h5"]  # fmt: skip
     finally:
         live_proc.kill()
         live_proc.wait()

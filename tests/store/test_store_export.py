@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from original_helpers import H, W, _read_png, make_original
 from PIL import Image
-from store_helpers import _cli
+from store_helpers import _cli, _uncommit
 
 from ident3d import store
 from ident3d.errors import DataError
@@ -56,9 +56,7 @@ def test_export_refuses_and_incomplete(tmp_path: Path, capsys: pytest.CaptureFix
     (out / "mine.txt").write_text("x")
     code, _, err = _cli(["export", str(dst), str(out), "-j", "1", "--overwrite"], capsys)
     assert code == 2 and "mine.txt" in err and (out / "raw_latents.npy").exists()
-    m = json.loads((dst / "manifest.json").read_text())
-    m["shards"] = []
-    (dst / "manifest.json").write_text(json.dumps(m))
+    _uncommit(dst, range(store.read_manifest(dst)["num_shards"]))
     code, _, err = _cli(["export", str(dst), str(tmp_path / "o2"), "-j", "1"], capsys)
     assert code == 2 and "incomplete" in err and not (tmp_path / "o2").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders

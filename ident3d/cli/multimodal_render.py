@@ -38,8 +38,8 @@ def render_image_text(preset: Any, ctx: click.Context, opts: dict[str, Any]) -> 
             continue
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise UsageError(
-                f"--{name.replace('_', '-')} is a 3DIdent latent-model option; image/text "
-                "presets draw their latents from the [multimodal] table."
+                f"--{name.replace('_', '-')} is not available for image/text presets (their "
+                "latents come from the [multimodal] table; one local render per dataset)."
             )
     quality = opts["quality"] or preset.data["render"]["quality"]
     preset.quality(quality)

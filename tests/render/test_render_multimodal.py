@@ -69,7 +69,8 @@ def test_cli_render_and_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture
     capsys.readouterr()
     for extra, msg in (
         (["--pairs"], "one image per sample"),
-        (["--sigma", "0.2"], "latent-model option"),
+        (["--sigma", "0.2"], "--sigma is not available for image/text presets"),
+        (["--jobs", "2"], "--jobs is not available for image/text presets"),
         (["--object", "cube"], "--object is not available"),
     ):
         assert _run([*base, "--out", str(tmp_path / "bad"), *extra]) == 2

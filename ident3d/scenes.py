@@ -26,6 +26,8 @@ import numpy as np
 
 from ident3d.errors import UsageError
 from ident3d.latents import N_FACTORS, LatentMapping, hsv_to_rgb
+from ident3d.text.captions import check_templates, check_words
+from ident3d.text.palettes import check_palettes
 
 
 class PresetError(UsageError):
@@ -253,7 +255,29 @@ OPTIONAL_SCHEMA: dict[str, dict[str, tuple[Checker, bool]]] = {
         "rotation_z_deg": (_num(-360.0, 360.0), REQ),
         "origin": (_vec(3), REQ),
     },
+    # Image/text datasets (Multimodal3DIdent): caption words, templates and palettes, and how
+    # the image latents map to the scene (ident3d.latents.multimodal, docs/datasets.md).
+    "multimodal": {
+        "shape_names": (check_words, REQ),
+        "x_names": (check_words, REQ),
+        "y_names": (check_words, REQ),
+        "templates": (check_templates, REQ),
+        "palettes": (check_palettes, REQ),
+        "grid": (lambda v: _check_grid(v), REQ),
+        "z": (_num(), REQ),
+        "rotation_range_deg": (_vec(2, -360.0, 360.0), REQ),
+        "spot_angle_range_deg": (_vec(2, -360.0, 360.0), REQ),
+        "light_hue_range": (_vec(2, -1.0, 1.0), REQ),
+        "position_dependent_color": (_bool, REQ),
+    },
 }
+
+
+def _check_grid(v: Any) -> str | None:
+    if not isinstance(v, list) or not v:
+        return f"must be a non-empty list of numbers, got {v!r}"
+    return _vec(len(v))(v)
+
 
 BUILTIN_SHAPES = ("teapot", "suzanne", "torus", "cube", "cylinder", "sphere", "cone")
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".gltf", ".blend")

@@ -187,6 +187,15 @@ def eval_(
         raise UsageError(
             f"unexpected argument {str(more[0])!r} (positional paths go with --compare)"
         )
+    from ident3d.train.multimodal import is_image_text_run
+
+    if run_dir is not None and is_image_text_run(run_dir):  # ident3d.eval.multimodal
+        from ident3d.eval.multimodal import evaluate_image_text, report_markdown
+
+        if not data or data == "synthetic":
+            raise UsageError("an image/text run is evaluated on an image/text dataset: --data DIR")
+        click.echo(report_markdown(evaluate_image_text(run_dir, data, out, device, kernel)))
+        return
     external = encoder is not None or embeddings is not None
     given = [name for name, v in (("--run", run_dir), ("--checkpoint", checkpoint),
              ("--encoder", encoder), ("--embeddings", embeddings)) if v is not None]  # fmt: skip

@@ -199,6 +199,10 @@ def render(
     if renderer == "blender":
         R.require_bpy()
     p = load_preset(preset)
+    if "multimodal" in p.data:  # image/text pairs: ident3d.render.multimodal
+        from ident3d.cli.multimodal_render import render_image_text
+
+        return render_image_text(p, click.get_current_context(), locals())
     mode = mode or p.data["latents"]["default_mode"]
     mapping = p.mapping(mode)
     quality = quality or p.data["render"]["quality"]

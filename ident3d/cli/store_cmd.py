@@ -10,6 +10,7 @@ import sys
 import click
 
 from ident3d import store
+from ident3d.errors import UsageError
 
 
 @click.command()
@@ -63,8 +64,9 @@ def verify(directory: str, quick: bool) -> int:
               default=store.DEFAULT_COMPRESSION, show_default=True)  # fmt: skip
 @click.option("--shard-size", type=click.IntRange(min=1), default=store.DEFAULT_SHARD_SIZE,
               show_default=True, help="Samples per shard file.")  # fmt: skip
-@click.option("--split", type=click.Choice(["train", "test"]), default=None,
-              help="Causal3DIdent: which of trainset/ and testset/ (when SRC holds both).")  # fmt: skip
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Causal3DIdent: which of trainset/ and testset/ (when SRC holds both); "
+                   "Multimodal3DIdent: which of train/, val/, test/.")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def convert(
     src: str,
@@ -77,7 +79,20 @@ def convert(
     no_progress: bool,
     resume: bool,
 ) -> None:
-    """Pack an original 3DIdent (or Causal3DIdent) folder SRC into a dataset at DST."""
+    """Pack an original 3DIdent (or Causal3DIdent, or Multimodal3DIdent) folder SRC into a
+    dataset at DST (Multimodal3DIdent: a split folder, or the root with --split)."""
+    from ident3d.store.layouts.multimodal3dident import find_multimodal_split
+
+    mm = find_multimodal_split(src, split)
+    if mm is not None:  # image/text pairs: ident3d.store.layouts.multimodal3dident
+        from ident3d.store.layouts.multimodal3dident import convert_multimodal
+
+        if resume:
+            raise UsageError("--resume is not available for Multimodal3DIdent folders.")
+        out = convert_multimodal(mm, dst, overwrite=overwrite, compression=compression,
+                                 shard_size=shard_size)  # fmt: skip
+        click.echo(f"wrote {len(store.open_dataset(out)):,} image/text pairs to {out}")
+        return
     out = store.convert_original(
         src,
         dst,
@@ -100,14 +115,17 @@ def convert(
               help="PNG encoding processes [default: all cores].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in DST.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Image/text datasets: write DST/<split>/ (default train).")  # fmt: skip
 @click.option(
     "--layout",
-    type=click.Choice(["auto", "3dident", "3didentbox"]),
+    type=click.Choice(["auto", "3dident", "3didentbox", "multimodal3dident"]),
     default="auto",
     show_default=True,
     help="Folder layout: 3dident (Causal3DIdent's per-class files with classes, view0/view1 "
     "for pairs) or 3didentbox (samples/m1|m2, factors/m1|m2; pairs only). auto: 3didentbox "
-    "for pairs rendered with the 3didentbox preset, else 3dident.",
+    "for pairs rendered with the 3didentbox preset, multimodal3dident for image/text "
+    "datasets (DST/<split>/), else 3dident.",
 )
 @click.option("--format", "fmt", type=click.Choice(["original", "hf", "webdataset"]),
               default="original", show_default=True,
@@ -121,13 +139,36 @@ def export(
     workers: int | None,
     overwrite: bool,
     no_progress: bool,
+    split: str | None,
     layout: str = "auto",
     fmt: str = "original",
     shard_size: int | None = None,
 ) -> None:
     """Write the dataset in DIRECTORY to DST: in the original folder layout (default; see
-    --layout), as Hugging Face Parquet shards (--format hf) or as WebDataset tar shards
-    (--format webdataset), each of the last two with a dataset card (README.md)."""
+    --layout; image/text datasets: the Multimodal3DIdent layout, DST/<split>/), as Hugging Face
+    Parquet shards (--format hf) or as WebDataset tar shards (--format webdataset), each of the
+    last two with a dataset card (README.md)."""
+    from ident3d.store.multimodal import is_multimodal
+
+    mm = is_multimodal(store.read_manifest(directory))
+    if mm != (layout in ("auto", "multimodal3dident")) and (mm or layout == "multimodal3dident"):
+        raise UsageError(
+            f"--layout {layout}: {directory} is "
+            + ("an image/text dataset (layout multimodal3dident)." if mm
+               else "not an image/text dataset (it holds no captions).")
+        )  # fmt: skip
+    if mm:
+        from ident3d.store.layouts.multimodal3dident import export_multimodal
+
+        if fmt != "original" or shard_size is not None:
+            raise UsageError("--format hf/webdataset and --shard-size do not take image/text "
+                             "datasets yet: export them in the Multimodal3DIdent layout.")  # fmt: skip
+
+        out = export_multimodal(directory, dst, split=split or "train", overwrite=overwrite)
+        click.echo(f"exported {directory} to {out}")
+        return
+    if split is not None:
+        raise UsageError("--split applies to image/text datasets only.")
     progress = not no_progress and sys.stderr.isatty()
     if fmt == "original":
         if shard_size is not None:

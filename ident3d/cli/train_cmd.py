@@ -259,13 +259,33 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal)."
 )
+@click.option(
+    "--modality",
+    type=click.Choice(["image", "image-text"]),
+    default="image",
+    show_default=True,
+    help="image-text: an image and a text encoder on an image/text dataset (Multimodal3DIdent).",
+)
+@click.option("--text-encoder", default=None, help="image-text: text encoder (default conv1d).")
+@click.option(
+    "--encoding-size", type=int, default=None, help="image-text: encoding dimension (default 4)."
+)
 def train(**o: Any) -> None:
     """Train a contrastive encoder (InfoNCE family or AnInfoNCE) and write a run directory.
 
     Examples: `ident3d train --data synthetic --loss aninfonce --steps 30000 --out runs/an`;
-    `ident3d train --data renders/pairs --steps 30000 --out runs/img`.
+    `ident3d train --data renders/pairs --steps 30000 --out runs/img`;
+    `ident3d train --data m3di/train --modality image-text --steps 20000 --out runs/it`.
     """
     from ident3d import train as tr
+
+    if o["modality"] == "image-text":  # ident3d.train.multimodal
+        from ident3d.cli.multimodal_train import train_image_text_cli
+
+        return train_image_text_cli(o, click.get_current_context())
+    for name in ("text_encoder", "encoding_size"):
+        if o[name] is not None:
+            raise UsageError(f"--{name.replace('_', '-')} needs --modality image-text.")
 
     user: dict[str, Any] = tr.load_toml(o["config_file"]) if o["config_file"] else {}
     for key in ("steps", "batch_size", "seed"):

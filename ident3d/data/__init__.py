@@ -55,6 +55,7 @@ from ident3d.data.image_dataset import ImageDataset
 from ident3d.data.knn import BACKENDS, NearestNeighbours
 from ident3d.data.knn_pair_dataset import ANCHORS, KNNPairDataset, summarise_knn
 from ident3d.data.loader import make_loader
+from ident3d.data.multimodal_dataset import MultimodalDataset
 from ident3d.data.normalize import Normalize
 from ident3d.data.pair_dataset import PairDataset
 from ident3d.data.resident import GPUDataset, load_to_device
@@ -69,6 +70,7 @@ __all__ = [
     "GPUDataset",
     "ImageDataset",
     "KNNPairDataset",
+    "MultimodalDataset",
     "NearestNeighbours",
     "Normalize",
     "PairDataset",

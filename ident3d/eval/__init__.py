@@ -50,6 +50,7 @@ from ident3d.eval.figures import (
     plot_predictions,
     plot_r2_bars,
 )
+from ident3d.eval.multimodal import evaluate_image_text
 from ident3d.eval.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from ident3d.eval.report import (
     REPORT_FILE,
@@ -86,6 +87,7 @@ __all__ = [
     "encode_synthetic",
     "evaluate",
     "evaluate_encoder",
+    "evaluate_image_text",
     "evaluate_run",
     "factor_info",
     "factor_names",

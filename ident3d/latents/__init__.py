@@ -51,6 +51,14 @@ from ident3d.latents.factors import (
 from ident3d.latents.marginals import Laplace, Normal, Uniform, marginal_from_config
 from ident3d.latents.model import BLOCK_SIZE, LatentModel, block_rng, latent_model_from_options
 from ident3d.latents.modes import HUE_MODES, LatentMapping, hsv_to_rgb, sphere_angles
+from ident3d.latents.multimodal import (
+    IMAGE_COLUMNS,
+    TEXT_COLUMNS,
+    TEXT_INT_COLUMNS,
+    MultimodalSpec,
+    multimodal_scene_latents,
+    sample_multimodal,
+)
 from ident3d.latents.pairs import Block, PairStructure, dims_structure, parse_blocks
 from ident3d.latents.scm import (
     CLASS_FACTOR,
@@ -82,8 +90,11 @@ __all__ = [
     "FACTORS",
     "FACTOR_NAMES",
     "HUE_MODES",
+    "IMAGE_COLUMNS",
     "N_FACTORS",
     "SCM",
+    "TEXT_COLUMNS",
+    "TEXT_INT_COLUMNS",
     "AnisotropicNormalConditional",
     "AnyConditional",
     "Block",
@@ -95,6 +106,7 @@ __all__ = [
     "LaplaceConditional",
     "LatentMapping",
     "LatentModel",
+    "MultimodalSpec",
     "Normal",
     "NormalConditional",
     "PairStructure",
@@ -118,8 +130,10 @@ __all__ = [
     "make_conditional",
     "make_space",
     "marginal_from_config",
+    "multimodal_scene_latents",
     "parse_blocks",
     "parse_dims",
+    "sample_multimodal",
     "sample_vmf",
     "scm_from_dict",
     "space_from_config",

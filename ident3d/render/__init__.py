@@ -56,6 +56,7 @@ from ident3d.render.job import (
     require_bpy,
 )
 from ident3d.render.mock import MockRenderer
+from ident3d.render.multimodal import MultimodalJob, render_multimodal
 from ident3d.render.scheduler_env import resolve_shard
 from ident3d.render.seeds import frame_seed, parse_shard, sample_classes, select_shards
 from ident3d.render.traverse import render_scene_latents, traversal_figure, traversal_latents
@@ -84,6 +85,7 @@ __all__ = [
     "FanoutSlurm",
     "FanoutSummary",
     "MockRenderer",
+    "MultimodalJob",
     "RenderJob",
     "RenderSummary",
     "Task",
@@ -103,6 +105,7 @@ __all__ = [
     "prepare_dataset",
     "render_dataset",
     "render_fanout",
+    "render_multimodal",
     "render_scene_latents",
     "render_task",
     "require_bpy",

@@ -106,6 +106,7 @@ from ident3d.store.manifest import (
 )
 from ident3d.store.mapping import MappedImages, map_images
 from ident3d.store.merge import MergeResult, merge_records
+from ident3d.store.multimodal import MultimodalShardWriter, is_multimodal, read_text
 from ident3d.store.reader import Dataset, Sample, ShardInfo, open_dataset
 from ident3d.store.records import RECORDS_DIR, deferred_merge, read_records, write_record
 from ident3d.store.verify import VerifyReport, check_shard_files, verify_dataset
@@ -128,6 +129,7 @@ __all__ = [
     "Dataset",
     "MappedImages",
     "MergeResult",
+    "MultimodalShardWriter",
     "Sample",
     "ShardInfo",
     "ShardWriter",
@@ -146,6 +148,7 @@ __all__ = [
     "generation_command",
     "index_digits",
     "is_complete",
+    "is_multimodal",
     "manifest_lock",
     "map_images",
     "merge_records",
@@ -154,6 +157,7 @@ __all__ = [
     "read_class_names",
     "read_manifest",
     "read_records",
+    "read_text",
     "scan_original_layout",
     "sha256_file",
     "shard_digits",

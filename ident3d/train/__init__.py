@@ -51,6 +51,7 @@ from ident3d.train.device import pick_device
 from ident3d.train.distributed import all_gather_with_grad, global_batch_loss, rank_rows
 from ident3d.train.loop import TrainingInterrupted, train
 from ident3d.train.memory import check_sizes
+from ident3d.train.multimodal import ImageTextConfig, load_image_text_run, train_image_text
 from ident3d.train.rundir import CKPT_FORMAT
 from ident3d.train.runs import Run, load_run, preprocess_images
 from ident3d.train.schedule import lr_factor
@@ -64,6 +65,7 @@ __all__ = [
     "Augment",
     "AugmentSpec",
     "DatasetSource",
+    "ImageTextConfig",
     "Run",
     "SyntheticSource",
     "TrainingInterrupted",
@@ -73,6 +75,7 @@ __all__ = [
     "deep_merge",
     "default_config",
     "global_batch_loss",
+    "load_image_text_run",
     "load_run",
     "load_toml",
     "lr_factor",
@@ -82,4 +85,5 @@ __all__ = [
     "resolve_config",
     "score",
     "train",
+    "train_image_text",
 ]

@@ -60,6 +60,14 @@ def _put(d: dict[str, Any], section: str | None, key: str, value: Any) -> None:
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option(
+    "--verify-data/--no-verify-data",
+    default=True,
+    show_default=True,
+    help="Check the SHA-256 of every shard of the training and evaluation datasets before "
+    "training (and on --resume), so corrupted bytes are an error instead of silent training "
+    "data; about one read of the dataset.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -379,6 +387,10 @@ def train(**o: Any) -> None:
         config = {"steps": o["steps"]} if o["steps"] is not None else {}
     else:
         config = tr.resolve_config(user, source=o["config_file"])
+    if o["verify_data"]:
+        from ident3d.train.data_check import verify_training_data
+
+        verify_training_data(config, o["out"], resume=o["resume"], echo=click.echo)
     try:
         tr.train(config, o["out"], resume=o["resume"], progress=o["progress"], echo=click.echo)
     except tr.TrainingInterrupted as stop:

@@ -180,3 +180,45 @@ def test_dataset_paths_are_recorded_absolute(tmp_path, stores, capsys, monkeypat
                            capsys)  # fmt: skip
     assert code == 2 and err.count("\n") == 1, err
     assert str(old / "missing") in err and str(elsewhere / "missing") in err
+
+
+def _flip_an_image_byte(root: Path) -> None:
+    """Flip one byte of the first image of the first shard, in place (the HDF5 structure and
+    every size stay valid: only a checksum can tell)."""
+    import h5py
+
+    shard = sorted(root.glob("shard-*.h5"))[0]
+    with h5py.File(shard, "r") as f:
+        offset = f["images"].id.get_chunk_info(0).byte_offset
+    with open(shard, "r+b") as fh:
+        fh.seek(offset + 100)
+        b = fh.read(1)
+        fh.seek(offset + 100)
+        fh.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_flipped_image_bytes_are_refused_before_training(tmp_path, stores, capsys):
+    """Flipped bytes in a shard load silently through the datasets (no hashing per read), so
+    `ident3d train` verifies every shard's SHA-256 first, on a fresh run and on --resume;
+    --no-verify-data trains anyway."""
+    import shutil
+
+    data = tmp_path / "flipped"
+    shutil.copytree(stores["pairs"], data)
+    out = tmp_path / "r"
+    code, err = _main_exit(["train", "--data", str(data), *DS_ARGS, "--steps", "3",
+                            "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    _flip_an_image_byte(data)
+    from ident3d.data import PairDataset
+
+    assert PairDataset(data)[0] is not None  # the datasets themselves do not notice
+    code, err = _main_exit(["train", "--resume", "--steps", "6", "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: dataset {data} failed verification: shard-00000.h5"), err
+    fresh = tmp_path / "r2"
+    code, err = _main_exit(["train", "--data", str(data), *DS_ARGS, "--out", str(fresh)], capsys)
+    assert code == 2 and "failed verification" in err and not fresh.exists(), err
+    code, err = _main_exit(["train", "--data", str(data), *DS_ARGS, "--no-verify-data",
+                            "--steps", "3", "--out", str(fresh)], capsys)  # fmt: skip
+    assert code == 0, err

@@ -150,6 +150,14 @@ def render_markdown(report: dict[str, Any], figures: Sequence[str] = ()) -> str:
         format_table(report, markdown=True),
         "",
     ]
+    if report.get("constant_factors"):
+        lines += [
+            "Not scored, constant in the evaluated samples (nothing to predict; e.g. a fixed "
+            "factor, or a view-specific one held constant in the encoded view): "
+            + ", ".join(report["constant_factors"])
+            + ". They are left out of the means and the block scores.",
+            "",
+        ]
     if report.get("blocks"):
         lines += ["## Blocks", "", block_table(report, markdown=True), ""]
         if any("role" in b for b in report["blocks"].values()):

@@ -152,12 +152,21 @@ def evaluate(
         raise UsageError(
             f"factor_types must give 'continuous' or 'discrete' for each of the {d_z} factors."
         )
-    cont = [i for i, t in enumerate(types) if t == "continuous"]
-    disc = [i for i, t in enumerate(types) if t == "discrete"]
+    # A factor constant over the evaluated samples (3DIdentBox's fixed rot_gamma, or a
+    # view-specific factor held at 0 in the view being encoded) carries no information: its
+    # R^2 would be 0/0 and its accuracy trivially 1. It is reported, but not scored.
+    zr = zt.cpu().numpy()
+    constant = {int(i) for i in np.flatnonzero(np.ptp(zr, axis=0) == 0)} if n else set()
+    disc_all = [i for i, t in enumerate(types) if t == "discrete"]
+    cont = [i for i, t in enumerate(types) if t == "continuous" and i not in constant]
+    disc = [i for i in disc_all if i not in constant]
+    if labels is not None and disc != disc_all:
+        keep = [k for k, i in enumerate(disc_all) if i not in constant]
+        labels = np.asarray(labels).reshape(n, -1)[:, keep]
     if not cont:
         raise UsageError("no continuous factor to score: R^2 and MCC need at least one.")
     pos = {c: j for j, c in enumerate(cont)}  # factor column -> column of the continuous part
-    zc = zt[:, cont] if disc else zt
+    zc = zt[:, cont] if len(cont) < d_z else zt
     timing: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -221,7 +230,22 @@ def evaluate(
     per_factor = []
     for i, name in enumerate(names):
         row: dict[str, Any]
-        if i in pos:
+        if i in constant:
+            row = {
+                "index": i,
+                "name": name,
+                "type": types[i],
+                "constant": True,
+                "linear_r2": None,
+                "kernel_r2": None,
+                "mcc_pearson": None,
+                "mcc_spearman": None,
+                "matched_dim_pearson": None,
+                "matched_dim_spearman": None,
+                "sign_pearson": None,
+                "note": "constant in the evaluated samples: not scored",
+            }
+        elif i in pos:
             j = pos[i]
             row = {
                 "index": i,
@@ -269,6 +293,7 @@ def evaluate(
         "encoding_dim": int(ht.shape[1]),
         "factor_dim": int(d_z),
         "per_factor": per_factor,
+        "constant_factors": [names[i] for i in sorted(constant)],
         "protocol": {
             "linear": {
                 "method": "ordinary least squares with intercept, encodings -> each factor",
@@ -353,9 +378,11 @@ def _score_blocks(
     out: dict[str, dict[str, Any]] = {}
     for name, cols in blocks.items():
         b = bl.get(name, {})
+        scored = [c for c in cols if c in pos or c in disc]
         per = dict(zip(b.get("factors", []), b.get("per_factor", []), strict=True))
         entry: dict[str, Any] = {
             "factors": [int(c) for c in cols],
+            "scored": [int(c) for c in scored],
             "r2": b.get("r2"),
             "per_factor": [per.get(int(c)) for c in cols],
             "kernel_r2": (

@@ -74,3 +74,30 @@ def test_factor_names_and_blocks():
     bimodal = ev.default_blocks(["z0", "z1", "z2", "z3"], {"dims": None}, [25, 25, 5, 5])
     assert bimodal == {"Lambda=25": [0, 1], "Lambda=5": [2, 3]}
     assert ev.default_blocks(["z0", "z1", "z2"], {"dims": None}, [5, 10, 25]) == {}
+
+
+def test_constant_factors_are_reported_but_not_scored():
+    """A factor constant over the evaluated samples (a fixed factor, or a view-specific one
+    held at 0 in the encoded view) must not score R^2 = 1 or accuracy 1: it is not scored,
+    is left out of the means and of its block, and is listed."""
+    from ident3d.eval import evaluate
+
+    rng = np.random.default_rng(0)
+    n = 400
+    z = np.column_stack([rng.uniform(-1, 1, n), np.zeros(n), rng.uniform(-1, 1, n), np.zeros(n)])
+    h = rng.normal(size=(n, 4))  # encodes nothing
+    rep = evaluate(
+        h,
+        z,
+        ["a", "held", "b", "fixed"],
+        kernel=False,
+        factor_types=["continuous", "continuous", "continuous", "discrete"],
+        blocks={"view": [0, 1], "rest": [2, 3]},
+    ).report
+    rows = {r["name"]: r for r in rep["per_factor"]}
+    assert rows["held"]["linear_r2"] is None and rows["held"]["constant"]
+    assert rows["fixed"].get("accuracy") is None and rows["fixed"]["constant"]
+    assert rep["constant_factors"] == ["held", "fixed"]
+    assert rep["accuracy"] is None
+    assert abs(rep["linear_r2"]) < 0.1  # the mean of a and b only: chance
+    assert rep["blocks"]["view"]["scored"] == [0] and abs(rep["blocks"]["view"]["r2"]) < 0.1

@@ -154,6 +154,24 @@ _PLAN_KEYS = (
 )
 
 
+def _same_plan_value(key: str, old: Any, new: Any) -> bool:
+    """Whether an existing manifest's ``key`` plans the same dataset as ``new``. A factor table
+    written before factors had types (ident3d without SCMs) equals today's when every factor
+    of today's is continuous (today's class row, which such tables did not have, aside), so
+    such a dataset can still be resumed or extended."""
+    if old == new:
+        return True
+    if key != "factor_table" or not isinstance(old, list) or not isinstance(new, list):
+        return False
+    if any(isinstance(r, dict) and "type" in r for r in old):
+        return False
+    if not any(isinstance(r, dict) and r.get("column") == "class" for r in old):
+        new = [r for r in new if not (isinstance(r, dict) and r.get("column") == "class")]
+    if not all(isinstance(r, dict) and r.get("type") == "continuous" for r in new):
+        return False
+    return old == [{k: v for k, v in r.items() if k != "type"} for r in new]
+
+
 def _remove_store_files(root: Path) -> None:
     """Delete the manifest, shard files and the temporary files of writers that are gone (their
     pid is not alive on this host) of a dataset; never other files, never a live writer's."""
@@ -241,7 +259,7 @@ def create_dataset(
                     raise
                 old = None
             if old is not None:
-                differ = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
+                differ = [k for k in _PLAN_KEYS if not _same_plan_value(k, old.get(k), plan[k])]
                 if not differ and not overwrite:
                     return read_manifest(root)
                 if not overwrite:

@@ -202,3 +202,37 @@ def test_causal3dident_classes_are_a_latent_and_load_with_labels(
     ds = ImageDataset(out)
     x, _z, c = ds[4]
     assert c == int(want[4]) and tuple(x.shape) == (3, 16, 16)
+
+
+@pytest.mark.parametrize("objects", [["teapot"], ["teapot", "cube"]], ids=["one", "classes"])
+def test_a_dataset_from_before_factor_types_still_resumes(tmp_path: Path, objects) -> None:
+    """A partial dataset whose factor table predates the `type` annotations (and the class
+    row) is the same plan as today's: --resume continues it, a different plan is refused."""
+    import json
+
+    def killer(shard: int, done: int) -> None:
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    root = tmp_path / "d"
+    with pytest.raises(KeyboardInterrupt):
+        R.render_dataset(_job(n=12, objects=objects), root, workers=0, shard_size=4, chunk=2,
+                         progress=False, on_chunk=killer)  # fmt: skip
+    path = root / "manifest.json"
+    m = json.loads(path.read_text())
+    assert m["factor_table"] and all("type" in r for r in m["factor_table"])
+    m["factor_table"] = [
+        {k: v for k, v in r.items() if k != "type"}
+        for r in m["factor_table"]
+        if r.get("column") != "class"
+    ]
+    path.write_text(json.dumps(m))
+    with pytest.raises(UsageError, match="different"):
+        R.render_dataset(_job(n=12, objects=objects, seed=4), root, workers=0, shard_size=4,
+                         resume=True, progress=False)  # fmt: skip
+    s = R.render_dataset(_job(n=12, objects=objects), root, workers=0, shard_size=4,
+                         resume=True, progress=False)  # fmt: skip
+    assert s.complete and s.skipped_shards == [0]
+    R.render_dataset(_job(n=12, objects=objects), tmp_path / "ref", workers=0, shard_size=4,
+                     progress=False)  # fmt: skip
+    assert np.array_equal(_read_all(root).images, _read_all(tmp_path / "ref").images)

@@ -87,6 +87,12 @@ def evaluate_run(
     else:
         block_idx = {}
 
+    factor_kw: dict[str, Any] = {  # the same for the encoder and its baselines
+        "blocks": block_idx or None,
+        "factor_types": info.types if info is not None else None,
+        "block_roles": roles or None,
+        "labels": info.labels(enc.z) if info is not None and info.discrete else None,
+    }
     result = evaluate(
         enc.h,
         enc.z,
@@ -99,10 +105,7 @@ def evaluate_run(
         learned_lambdas=run.lambdas,
         true_lambdas=true_lam if run.lambdas is not None else None,
         lambda_dims=lambda_dims,
-        blocks=block_idx or None,
-        factor_types=info.types if info is not None else None,
-        block_roles=roles or None,
-        labels=info.labels(enc.z) if info is not None and info.discrete else None,
+        **factor_kw,
     )
     rep = result.report
     ck = Path(run_path)
@@ -130,10 +133,7 @@ def evaluate_run(
                 kernel_fit=kernel_fit,
                 kernel_score=kernel_score,
                 device=dev,
-                blocks=block_idx or None,
-                factor_types=info.types if info is not None else None,
-                block_roles=roles or None,
-                labels=info.labels(enc.z) if info is not None and info.discrete else None,
+                **factor_kw,
             )
 
         add_baselines(

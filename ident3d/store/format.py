@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,31 @@ def _check_shard_file(path: Path) -> None:
         raise UnsafeDatasetError(
             f"{path} is a symbolic link; shard files must be plain files inside the dataset folder."
         )
+
+
+def write_json_atomic(
+    path: str | os.PathLike[str], obj: Any, sort_keys: bool = False, sync_dir: bool = False
+) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically: a temporary name in the same folder (pid
+    and host tagged, so a dead writer's leftovers are recognised), fsynced, then renamed (and,
+    with ``sync_dir``, the folder fsynced). On failure the temporary file is removed and a
+    full disk is one :class:`DataError`. Every JSON file of a dataset is written this way."""
+    path = Path(path)
+    tmp = path.with_name(
+        f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}-{_host_tag()}"
+    )
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=sort_keys, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        if sync_dir:
+            _fsync_path(path.parent, directory=True)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if _is_enospc(exc):
+            raise DataError(f"disk full while writing {path}.") from None
+        raise

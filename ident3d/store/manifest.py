@@ -16,7 +16,6 @@ import fcntl
 import json
 import math
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ import numpy as np
 from ident3d.errors import DataError, UsageError
 from ident3d.store.format import (
     _SHARD_RE,
-    _TMP_MARK,
     DEFAULT_COMPRESSION,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -37,13 +35,12 @@ from ident3d.store.format import (
     _check_shard_entry,
     _compression_kwargs,
     _fsync_path,
-    _is_enospc,
-    _json_default,
     _normalise_json,
     _versions,
     remove_stale_temp_files,
     shard_digits,
     shard_range,
+    write_json_atomic,
 )
 from ident3d.store.records import merge_on_commit, read_records, remove_records, write_record
 
@@ -116,21 +113,7 @@ def read_manifest(root: str | os.PathLike[str], records: bool = True) -> dict[st
 
 
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    path = root / MANIFEST_NAME
-    tmp = root / f".{MANIFEST_NAME}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(manifest, fh, indent=1, default=_json_default)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if _is_enospc(exc):
-            raise DataError(f"disk full while writing {path}.") from None
-        raise
+    write_json_atomic(root / MANIFEST_NAME, manifest)
 
 
 _PLAN_KEYS = (

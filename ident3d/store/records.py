@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,8 @@ from ident3d.store.format import (
     _TMP_MARK,
     UnsafeDatasetError,
     _check_shard_entry,
-    _fsync_path,
-    _host_tag,
-    _is_enospc,
     shard_range,
+    write_json_atomic,
 )
 
 RECORDS_DIR = ".records"
@@ -77,21 +74,7 @@ def write_record(root: str | os.PathLike[str], entry: dict[str, Any]) -> Path:
         raise UnsafeDatasetError(f"{folder} is a symbolic link; records must stay in the dataset.")
     folder.mkdir(exist_ok=True)
     path = folder / record_name(str(entry["file"]))
-    tmp = folder / f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}-{_host_tag()}"
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(entry, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_path(folder, directory=True)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if _is_enospc(exc):
-            raise DataError(f"disk full while writing {path}.") from None
-        raise
+    write_json_atomic(path, entry, sort_keys=True, sync_dir=True)
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
@@ -393,6 +394,14 @@ def train(**o: Any) -> None:
         verify_training_data(config, o["out"], resume=o["resume"], echo=click.echo)
     try:
         tr.train(config, o["out"], resume=o["resume"], progress=o["progress"], echo=click.echo)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # a finished rank under torchrun: everything is written and the group left; skip
+            # C++ static destructors, where gloo's threads can abort the process at exit
+            # ("terminate called without an active exception", which torchrun counts as a
+            # failed rank)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     except tr.TrainingInterrupted as stop:
         click.echo(
             f"stopped by {signal.Signals(stop.signum).name} after step {stop.step}: checkpoint "

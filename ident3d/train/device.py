@@ -53,6 +53,20 @@ def _init_distributed(device_name: str) -> tuple[_Dist, torch.device]:
     return _Dist(world, rank, local), device
 
 
+def _close_distributed() -> None:
+    """Leave the process group cleanly after a finished run: a barrier, then destroy. A rank
+    that exits while the other ranks' gloo threads still talk to it can abort ("terminate
+    called without an active exception", exit -6), which torchrun reports as a failure. Only
+    on success: after an error a barrier could wait for a rank that is gone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def _use_amp(cfg: dict[str, Any], device: torch.device) -> bool:
     amp = cfg["loop"].get("amp", "auto")
     if amp == "auto":

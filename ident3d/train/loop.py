@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ident3d.losses import EnsembleLoss
-from ident3d.train.device import pick_device
+from ident3d.train.device import _close_distributed, pick_device
 from ident3d.train.distributed import average_gradients, global_batch_loss
 from ident3d.train.memory import check_sizes
 from ident3d.train.metrics_log import _MetricsLog, _StepLog
@@ -60,6 +60,8 @@ def train(
             if err is None:
                 raise
             raise err from None
+    if world > 1:
+        _close_distributed()
     if echo is not None and t.dist.main:
         latest = t.latest
         echo(

@@ -10,12 +10,14 @@ keeps its rows), so the files of K ranks must equal the one-process files to flo
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from ident3d.train.config import resolve_config
+from ident3d.train.device import _close_distributed
 from ident3d.train.loop import _train_step
 from ident3d.train.setup import _set_up, _wrap
 
@@ -59,7 +61,13 @@ def main(out: Path, batches: list[int]) -> None:
                 },
             }
             torch.save(grads, out / f"{batch}-{name}-rank{t.dist.rank}.pt")
+    _close_distributed()  # leave the group cleanly: no rank aborts at exit
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), [int(b) for b in sys.argv[2:]])
+    # skip C++ static destructors: gloo's threads can abort the process at interpreter exit
+    # ("terminate called without an active exception") after everything is written
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ident3d.errors import UsageError
 from ident3d.store.export_card import dataset_card
-from ident3d.store.export_target import ExportTarget, run_export_jobs
+from ident3d.store.export_target import plan_export, run_export_jobs
 from ident3d.store.reader import open_dataset
 
 DATA_DIR = "data"
@@ -155,16 +155,7 @@ def export_hf(
     ``dst/README.md``, the dataset card. Written into a temporary sibling folder and renamed to
     ``dst`` when complete. Returns ``dst``."""
     _pyarrow()
-    ds = open_dataset(root)
-    ds.raw_latents()  # every shard opens (checked) before anything is written
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}.")
-    size = int(shard_size or ds.shard_size)
-    if size < 1:
-        raise UsageError(f"--shard-size must be at least 1, got {size}.")
-    target = ExportTarget(dst, overwrite, _NAMES)
-    num = -(-ds.n // size)
+    ds, workers, size, num, target = plan_export(root, dst, overwrite, _NAMES, workers, shard_size)
     feats = columns(ds.manifest)
     front = "\n".join(
         [

@@ -81,6 +81,31 @@ class ExportTarget:
             raise
 
 
+def plan_export(
+    root: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    overwrite: bool,
+    names: Any,
+    workers: int | None,
+    shard_size: int | None,
+) -> tuple[Any, int, int, int, ExportTarget]:
+    """What every sharded export checks before it writes: the dataset (every shard opened),
+    the worker count, the samples per output file (default the store's shard size), their
+    number and the checked :class:`ExportTarget`."""
+    from ident3d.store.reader import open_dataset
+
+    ds = open_dataset(root)
+    ds.raw_latents()  # every shard opens (checked) before anything is written
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}.")
+    size = int(shard_size or ds.shard_size)
+    if size < 1:
+        raise UsageError(f"--shard-size must be at least 1, got {size}.")
+    target = ExportTarget(dst, overwrite, names)
+    return ds, workers, size, -(-ds.n // size), target
+
+
 def run_export_jobs(
     jobs: Sequence[Any],
     task: Callable[[Any], int],

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ident3d.errors import UsageError
 from ident3d.store.export_card import dataset_card
-from ident3d.store.export_target import ExportTarget, run_export_jobs
+from ident3d.store.export_target import plan_export, run_export_jobs
 from ident3d.store.reader import open_dataset
 
 _NAMES = re.compile(r"^(shard-\d+\.tar|README\.md)$")
@@ -111,16 +110,7 @@ def export_webdataset(
     class and class name). Tar members carry the manifest's creation time, so an export is
     byte for byte reproducible. Written into a temporary sibling folder and renamed to ``dst``
     when complete. Returns ``dst``."""
-    ds = open_dataset(root)
-    ds.raw_latents()  # every shard opens (checked) before anything is written
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}.")
-    size = int(shard_size or ds.shard_size)
-    if size < 1:
-        raise UsageError(f"--shard-size must be at least 1, got {size}.")
-    target = ExportTarget(dst, overwrite, _NAMES)
-    num = -(-ds.n // size)
+    ds, workers, size, num, target = plan_export(root, dst, overwrite, _NAMES, workers, shard_size)
     mtime = _mtime(ds.manifest.get("created"))
     last = shard_name(num - 1, num)
     pattern = f"shard-{{{shard_name(0, num)[6:-4]}..{last[6:-4]}}}.tar"

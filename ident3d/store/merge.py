@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ident3d.errors import UsageError
+from ident3d.store.format import MANIFEST_NAME
 from ident3d.store.manifest import _write_manifest, manifest_lock, read_manifest
 from ident3d.store.records import read_records
 
@@ -55,6 +57,8 @@ def merge_records(root: str | os.PathLike[str], expect: Iterable[int] = ()) -> M
     shared file system does not show their record yet (the fan-out passes what its jobs
     reported)."""
     root = Path(root)
+    if not (root / MANIFEST_NAME).is_file():  # before the lock, which would create a file
+        raise UsageError(f"{root} is not an ident3d dataset (no {MANIFEST_NAME}).")
     with manifest_lock(root):
         manifest = read_manifest(root, records=False)
         listed = {int(s["index"]): s for s in manifest["shards"]}

@@ -229,3 +229,17 @@ def test_a_new_or_overwritten_dataset_drops_old_records_and_stale_record_temps(
         p.unlink()
     store.create_dataset(root, "images", 25, 10, H, W, 10, {"preset": "test", "seed": 1})
     assert store.missing_shards(root) == [0, 1, 2]
+
+
+def test_merge_of_a_folder_without_a_dataset_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from ident3d.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for target in (tmp_path / "missing", empty):
+        with pytest.raises(SystemExit) as exc:
+            main(["merge", str(target)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1, err
+        assert "is not an ident3d dataset (no manifest.json)" in err
+    assert not (tmp_path / "missing").exists() and not list(empty.iterdir())

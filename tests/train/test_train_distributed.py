@@ -103,8 +103,17 @@ def _known_answer_worker(rank: int, world: int, port: int) -> None:
                 # without the gather (each rank's own negatives) the loss is another one
                 local = loss_fn(h[:b].detach(), h[b:].detach()).item()
                 assert abs(local - whole.item()) > 1e-3, name
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Success: leave the group as `ident3d train` does (barrier, destroy) and end the rank with
+    # os._exit, skipping the C++ static destructors where gloo's threads can abort a finished
+    # rank ("terminate called without an active exception", SIGABRT: 1 CI run in ~20).
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _check_gather(rank: int, world: int) -> None:

@@ -30,7 +30,16 @@ Measured on this machine:
    switching the worker slots and the collate pass-through off) and the new path, each
    through ``make_loader`` and a plain ``DataLoader(ds, batch_size=B, shuffle=True)``, with
    0 (one core), 1 and 2 workers. With workers the main process copies each batch once into
-   a reused buffer, as ``pin_memory=True`` does (no CUDA here to pin for).
+   a reused buffer, as ``pin_memory=True`` does (no CUDA here to pin for). Two more ceilings:
+   the same numpy gather into 2 batch buffers in turn (a training loop holds one batch while
+   the loader fills the next, so a loader never refills the buffer it wrote last, which is
+   still in the cache), and the page-cache copy ceiling: ``MappedReader`` gathers from the
+   store into 2 buffers in turn with no sampler, dataset or loader (the least the
+   memory-mapped path costs). Then section 5 runs again in a child process started with
+   ``GLIBC_TUNABLES=glibc.cpu.x86_non_temporal_threshold=0x10000`` (non-temporal,
+   cache-bypassing stores for copies of 64 KiB and more; glibc derives its own threshold from
+   the L3 size the CPU reports) and the two are printed side by side (``--no-nt-compare``
+   skips it).
 
 Images are synthetic but render-like and smooth (a hue-coloured ground with a spotlight pool,
 a shaded ellipsoid with a highlight, slight pixel noise), 224 x 224.
@@ -51,6 +60,8 @@ import colorsys  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -62,6 +73,7 @@ from PIL import Image  # noqa: E402
 
 from ident3d import data as D  # noqa: E402
 from ident3d import store  # noqa: E402
+from ident3d.data.gather import MappedReader  # noqa: E402
 from ident3d.data.knn import _ClassIndex, _snap  # noqa: E402
 from ident3d.latents import Box, NormalConditional  # noqa: E402
 
@@ -262,18 +274,38 @@ class _Legacy:
         default_collate_fn_map[buffers._Item] = self.entry
 
 
-def memcpy_ceiling(n: int, size: int, batch: int, seconds: float) -> tuple[float, float]:
+def memcpy_ceiling(
+    n: int, size: int, batch: int, seconds: float, buffers: int = 1
+) -> tuple[float, float]:
     """Images/s of the bare copy: random images of an ``n``-image in-memory array gathered
-    into a reused batch buffer (what a loader cannot beat on this machine)."""
+    into ``buffers`` reused batch buffers in turn (what a loader cannot beat on this machine;
+    with 2 the batch being filled is never the one written last, as in a loop that holds one
+    batch while the loader fills the next)."""
     src = np.ones((n, size, size, 3), np.uint8)
-    dst = np.zeros((batch, size, size, 3), np.uint8)
+    dsts = [np.ones((batch, size, size, 3), np.uint8) for _ in range(buffers)]  # touched
     rng = np.random.default_rng(0)
-    for b, i in enumerate(rng.integers(0, n, batch)):  # warm-up: touch the batch buffer
-        dst[b] = src[i]
     count, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
+        dst = dsts[(count // batch) % buffers]
         for b, i in enumerate(rng.integers(0, n, batch).tolist()):
             np.copyto(dst[b], src[i])
+        count += batch
+    return count / (time.perf_counter() - t0), count / max(time.process_time() - c0, 1e-9)
+
+
+def mapped_ceiling(root: Path, batch: int, seconds: float) -> tuple[float, float]:
+    """Images/s of the bare copy from the page cache: :class:`MappedReader` gathers of random
+    batches of the store into 2 reused batch buffers in turn, with no sampler, dataset or
+    loader around it (what the memory-mapped path costs at the least)."""
+    reader = MappedReader(store.open_dataset(root))
+    n = len(reader.ds)
+    dsts = [np.ones((batch, *reader.sample_shape), np.uint8) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for s in range(0, n - batch + 1, batch):  # map every page once, as a loader's epoch does
+        reader.read_many_into(np.arange(s, s + batch), dsts[0])
+    count, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        reader.read_many_into(rng.integers(0, n, batch), dsts[(count // batch) % 2])
         count += batch
     return count / (time.perf_counter() - t0), count / max(time.process_time() - c0, 1e-9)
 
@@ -297,6 +329,14 @@ class _Consumed:
 
     def __iter__(self) -> Any:
         return _consume(self.loader)
+
+
+CEILING = "memcpy ceiling (numpy gather, one core)"
+CEILING_2 = "memcpy ceiling, 2 batch buffers in turn"
+CEILING_MAPPED = "page-cache copy ceiling (MappedReader, 2 buffers)"
+# glibc picks non-temporal (cache-bypassing) stores only for copies above this threshold,
+# which it derives from the L3 size the CPU reports; section 5 is also run with it lowered.
+NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold=0x10000"
 
 
 def bench_fast(
@@ -326,14 +366,19 @@ def bench_fast(
         ("new path, plain DataLoader", lambda w: plain(D.ImageDataset(img_root), w), False),
         ("new path, make_loader, block_size=32", lambda w: made(D.ImageDataset(img_root), w, block_size=32), False),
     ]  # fmt: skip
-    name_mem = "memcpy ceiling (numpy gather, one core)"
+    ceilings: dict[str, Any] = {
+        CEILING: lambda: memcpy_ceiling(n, size, batch, seconds),
+        CEILING_2: lambda: memcpy_ceiling(n, size, batch, seconds, buffers=2),
+        CEILING_MAPPED: lambda: mapped_ceiling(img_root, batch, seconds),
+    }
     samples: dict[str, dict[Any, list[float]]] = {
-        name: {0: [], 1: [], 2: [], "cpu": []} for name in [name_mem] + [c[0] for c in cases]
+        name: {0: [], 1: [], 2: [], "cpu": []} for name in [*ceilings, *(c[0] for c in cases)]
     }
     for r in range(rounds):
-        wall, cpu = memcpy_ceiling(n, size, batch, seconds)
-        samples[name_mem][0].append(wall)
-        samples[name_mem]["cpu"].append(cpu)
+        for name_mem, measure in ceilings.items():
+            wall, cpu = measure()
+            samples[name_mem][0].append(wall)
+            samples[name_mem]["cpu"].append(cpu)
         for workers in (0, 1, 2):
             for name, make, old in cases:
                 if old:
@@ -371,15 +416,16 @@ def report_fast(fast: dict[str, dict[Any, float]], batch: int) -> None:
     for name, row in fast.items():
         print(f"| {name} | {f(row[0])} | {f(row['cpu'])} | {f(row[1])} | {f(row[2])} |")
     png = fast["PNG folder (original-style, DataLoader)"]
-    mem = fast["memcpy ceiling (numpy gather, one core)"]
-    print("\nagainst the PNG folder (same worker count) and the memcpy ceiling (per CPU-second):")
+    mem, mem2 = fast[CEILING]["cpu"], fast[CEILING_MAPPED]["cpu"]
+    print("\nagainst the PNG folder (same worker count) and the ceilings (per CPU-second):")
     for name, row in fast.items():
-        if name.startswith(("PNG", "memcpy")):
+        if name.startswith(("PNG", "memcpy", "page-cache")):
             continue
         r = [row[w] / png[w] for w in ("cpu", 0, 1, 2)]
         print(f"  {name:40s} per CPU-second {r[0]:5.1f}x  0 workers {r[1]:5.1f}x  "
               f"1 worker {r[2]:5.1f}x  2 workers {r[3]:5.1f}x;  "
-              f"{100 * row['cpu'] / mem['cpu']:.0f}% of the memcpy ceiling per CPU-second")  # fmt: skip
+              f"{100 * row['cpu'] / mem:.0f}% of the memcpy ceiling, "
+              f"{100 * row['cpu'] / mem2:.0f}% of the page-cache copy ceiling")  # fmt: skip
     for name in ("make_loader", "plain DataLoader"):
         new, old = fast[f"new path, {name}"], fast[f"today's path, {name}"]
         print(f"  new / today's path, {name}: per CPU-second {new['cpu'] / old['cpu']:.1f}x, "
@@ -533,6 +579,12 @@ def main() -> None:
     p.add_argument("--gpu-only", action="store_true", help="only the GPU-resident measurement")
     p.add_argument("--fast-only", action="store_true", help="only loading at memory speed (5.)")
     p.add_argument("--fast-batch", type=int, default=256, help="batch size of section 5")
+    p.add_argument(
+        "--no-nt-compare",
+        action="store_true",
+        help=f"skip section 5's second run with GLIBC_TUNABLES={NT_TUNABLE}",
+    )
+    p.add_argument("--nt-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -560,14 +612,18 @@ def main() -> None:
             roots = build(work, args.n, args.size, 10)
             print(f"loading at memory speed, {args.n} images, images/s (0 workers = one core):")
             fast = bench_fast(roots, args.n, args.size, args.fast_batch, args.seconds, args.rounds)
+            fast_nt = None if args.nt_child or args.no_nt_compare else fast_tunable(work, args)
         finally:
             if args.workdir is None:
                 shutil.rmtree(work, ignore_errors=True)
         report_fast(fast, args.fast_batch)
-        _gpu_feed_note()
+        report_tunable(fast, fast_nt)
+        if not args.nt_child:
+            _gpu_feed_note()
         if args.json is not None:
             args.json.write_text(
-                json.dumps({**results, "fast": fast}, indent=1, default=str) + "\n"
+                json.dumps({**results, "fast": fast, "fast_nt": fast_nt}, indent=1, default=str)
+                + "\n"
             )
         return
     try:
@@ -578,6 +634,8 @@ def main() -> None:
         print(f"loading at memory speed, images/s, batch {args.fast_batch}:")
         fast = bench_fast(roots, args.n, args.size, args.fast_batch, args.seconds, args.rounds)
         results["fast"] = fast
+        fast_nt = None if args.no_nt_compare else fast_tunable(work, args)
+        results["fast_nt"] = fast_nt
         print("loading, images/s (0 workers = one core):")
         load = bench_loading(roots, args.batch, args.seconds, args.rounds)
         results["loading"] = load
@@ -623,6 +681,7 @@ def main() -> None:
           f"sampled {sim['sampled_distance_mean']:.3f}, retrieved {sim['retrieved_distance_mean']:.3f} "
           f"apart on average; {100 * sim['second_neighbour_fraction']:.1f}% second-neighbour fallbacks")  # fmt: skip
     report_fast(fast, args.fast_batch)
+    report_tunable(fast, fast_nt)
     _gpu_feed_note()
     if gpu is None:
         print("\nGPU-resident path: not measured (no CUDA device on this machine).")
@@ -632,6 +691,45 @@ def main() -> None:
             print(f"  {k}: {v:,.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
+def fast_tunable(work: Path, args: argparse.Namespace) -> dict[str, dict[str, float]] | None:
+    """Section 5 again, in a child process started with ``GLIBC_TUNABLES`` lowering glibc's
+    non-temporal threshold (glibc reads tunables only at process start), on the same store."""
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), NT_TUNABLE)))
+    out = work / "fast-nt.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--fast-only", "--nt-child",
+           "--workdir", str(work), "--json", str(out), "--n", str(args.n), "--size",
+           str(args.size), "--fast-batch", str(args.fast_batch), "--seconds",
+           str(args.seconds), "--rounds", str(args.rounds)]  # fmt: skip
+    print(f"section 5 again with GLIBC_TUNABLES={NT_TUNABLE} (child process):", flush=True)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        print(f"  the child run failed (exit {done.returncode}); not compared")
+        return None
+    for line in done.stdout.splitlines():
+        if line.startswith("  round "):
+            print(line)
+    return json.loads(out.read_text())["fast"]
+
+
+def report_tunable(fast: dict[str, Any], fast_nt: dict[str, Any] | None) -> None:
+    if fast_nt is None:
+        return
+    print(f"\nper CPU-second (0 workers), glibc's default against GLIBC_TUNABLES={NT_TUNABLE} "
+          "(non-temporal stores for copies of 64 KiB and more):")  # fmt: skip
+    print("\n| loader | default | non-temporal >= 64 KiB | ratio | 1 / 2 workers, default "
+          "| 1 / 2 workers, non-temporal |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+
+    def w(row: dict[Any, float]) -> str:
+        v = [row.get(k, row.get(str(k), float("nan"))) for k in (1, 2)]
+        return " / ".join("-" if x != x else f"{x:,.0f}" for x in v)
+
+    for name, row in fast.items():
+        a, b = row["cpu"], fast_nt[name]["cpu"]
+        print(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x | {w(row)} | {w(fast_nt[name])} |")
 
 
 def _gpu_feed_note() -> None:

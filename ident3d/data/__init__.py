@@ -12,7 +12,8 @@ User guide: ``docs/data.md``. Summary::
 
 - :class:`ImageDataset`: item ``i`` is ``(image, latents)`` (plus the class label where the
   dataset has classes); images are uint8 ``(3, H, W)`` tensors, latents float32 raw units.
-- :class:`PairDataset`: datasets rendered as pairs; item ``i`` is ``(x, x_tilde, z, z_tilde)``.
+- :class:`PairDataset`: datasets rendered as pairs; item ``i`` is ``(x, x_tilde, z, z_tilde)``
+  (plus the class label where the dataset has classes).
 - :class:`KNNPairDataset`: the original 3DIdent workflow on i.i.d. renders. ``z`` is drawn from
   the marginal (uniform on the box), ``z~`` from the conditional (truncated to the box by
   rejection), both are replaced by their nearest stored latent, and when both land on the same

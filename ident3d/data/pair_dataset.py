@@ -1,4 +1,5 @@
-"""The exact-pairs dataset: item ``i`` of a pairs dataset is ``(x, x_tilde, z, z_tilde)``."""
+"""The exact-pairs dataset: item ``i`` of a pairs dataset is ``(x, x_tilde, z, z_tilde)``
+(plus the class label)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from ident3d.errors import UsageError
 
 
 class PairDataset(_Base):
-    """Exact positive pairs of a pairs dataset: item ``i`` is ``(x, x_tilde, z, z_tilde)``.
+    """Exact positive pairs of a pairs dataset: item ``i`` is ``(x, x_tilde, z, z_tilde)``,
+    plus the class label (an int, the same for both views: the object class is a content
+    factor) where the dataset has classes, as in :class:`ImageDataset`.
 
     ``transform`` applies to each view, ``target_transform`` to each latent vector.
     """
@@ -45,7 +48,8 @@ class PairDataset(_Base):
             x, xt = self.transform(x), self.transform(xt)
         if self.target_transform is not None:
             z, zt = self.target_transform(z), self.target_transform(zt)
-        return x, xt, z, zt
+        cls = self.source.classes()
+        return (x, xt, z, zt) if cls is None else (x, xt, z, zt, int(cls[i]))
 
     def __getitems__(self, indices: Sequence[Any]) -> list[Any]:
         idx = self.source.check_indices(indices)
@@ -53,4 +57,8 @@ class PairDataset(_Base):
             return _Items(items=[self[i] for i in idx.tolist()])
         both = _chw(self._read_batch(idx))  # (B, 2, 3, H, W)
         zz = torch.from_numpy(self.source.latents()[idx])  # (B, 2, D)
-        return _Items((both[:, 0], both[:, 1], zz[:, 0], zz[:, 1]))
+        cls = self.source.classes()
+        if cls is None:
+            return _Items((both[:, 0], both[:, 1], zz[:, 0], zz[:, 1]))
+        batch = (both[:, 0], both[:, 1], zz[:, 0], zz[:, 1], torch.from_numpy(cls[idx]))
+        return _Items(batch, scalars=(4,))

@@ -23,7 +23,7 @@ class GPUDataset:
     """A whole split resident on ``device`` as one uint8 tensor; batches by index, no DataLoader.
 
     ``mode``: ``"images"`` -> batches ``(x, z)`` (+ class); ``"pairs"`` (pairs datasets) ->
-    ``(x, x_tilde, z, z_tilde)``; ``"knn"`` -> the :class:`KNNPairDataset` semantics with the
+    ``(x, x_tilde, z, z_tilde)`` (+ class); ``"knn"`` -> the :class:`KNNPairDataset` semantics with the
     lookups done on the device (brute force ``addmm`` + ``topk`` over the latent table), and the
     same draws as a ``KNNPairDataset`` with the same seed. Images come out as ``(B, 3, H, W)``
     uint8 views (channels-last memory); ``normalizer()`` turns them into floats.
@@ -158,7 +158,10 @@ class GPUDataset:
         if self.mode == "pairs":
             both = _chw(self.images[idx])
             zz = self.latents[idx]
-            return both[:, 0], both[:, 1], zz[:, 0], zz[:, 1]
+            out = (both[:, 0], both[:, 1], zz[:, 0], zz[:, 1])
+            if self.classes is not None:
+                out += (self.classes[idx],)
+            return out
         i, it, fb, z, zt = self._knn_lookup(idx, epoch)
         zr, ztr = self.latents[i], self.latents[it]
         out = (_chw(self.images[i]), _chw(self.images[it]), zr, ztr)

@@ -44,13 +44,15 @@ def test_pairs_with_classes_carry_the_label_everywhere(tmp_path: Path) -> None:
     images, raw = make_store(root, n=len(classes), kind="pairs", classes=classes, shard_size=4)
     for memory_map in (True, False):
         ds = D.PairDataset(root, memory_map=memory_map)
-        x, xt, z, zt, c = ds[6]
+        _x, xt, z, _zt, c = ds[6]
         assert c == 2 and isinstance(c, int)
         assert torch.equal(xt, _chw(images[6, 1])) and torch.equal(z, torch.from_numpy(raw[6, 0]))
         idx = [10, 1, 2, 3, 7]
         x, xt, z, zt, c = D.collate(ds.__getitems__(idx))
         assert c.dtype == torch.int64 and c.tolist() == classes[idx].tolist()
-        assert torch.equal(x, _chw(images[idx, 0]))
+        assert torch.equal(x, _chw(images[idx, 0])) and torch.equal(xt, _chw(images[idx, 1]))
+        assert torch.equal(z, torch.from_numpy(raw[idx, 0]))
+        assert torch.equal(zt, torch.from_numpy(raw[idx, 1]))
         loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False)
         got = torch.cat([b[4] for b in loader])
         assert got.tolist() == classes.tolist()
@@ -59,5 +61,5 @@ def test_pairs_with_classes_carry_the_label_everywhere(tmp_path: Path) -> None:
         assert t[3][4] == 1 and t[3][0].dtype == torch.float32
         assert [item[4] for item in t.__getitems__([0, 5])] == [2, 2]
     g = D.GPUDataset(root, "cpu")
-    x, xt, z, zt, c = g.get_batch([8, 0])
+    _x, xt, _z, _zt, c = g.get_batch([8, 0])
     assert c.tolist() == [0, 2] and torch.equal(xt, _chw(images[[8, 0], 1]))

@@ -261,7 +261,7 @@ class DatasetSource:
                 except UsageError:
                     ds = data_mod.PairDataset(path)
                     k = min(self.eval_samples, len(ds))
-                    x, _, z, _ = ds.__getitems__(list(range(k))).batch
+                    x, _, z, _ = ds.__getitems__(list(range(k))).batch[:4]
             except READ_ERRORS as exc:
                 raise data_read_error(path, exc) from None
             self._eval = (x.clone(), z.double().numpy())

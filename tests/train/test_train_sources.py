@@ -13,7 +13,11 @@ from train_helpers import _main_exit, _rows, _run_cli
 from ident3d.train import load_run
 
 
-def _make_store(root: Path, kind: str, n: int, size: int = 32, dim: int = 3) -> None:
+def _make_store(
+    root: Path, kind: str, n: int, size: int = 32, dim: int = 3, classes: int = 0
+) -> None:
+    """A store whose images depend on the latents; with ``classes`` > 0 it has class labels
+    (one per sample, drawn uniformly)."""
     from ident3d.store import ShardWriter, create_dataset, shard_range
 
     rng = np.random.default_rng(0)
@@ -23,12 +27,17 @@ def _make_store(root: Path, kind: str, n: int, size: int = 32, dim: int = 3) -> 
     base = ((raw[..., :1, None, None] + 1) * 120).astype(np.uint8)
     images = np.broadcast_to(base.reshape(*views, 1, 1, 1), (*views, size, size, 3)).copy()
     images[..., 0] = ((raw[..., 1:2, None] + 1) * 120).astype(np.uint8)
-    manifest = create_dataset(root, kind, n, 16, size, size, dim, config={"test": True})
+    cls = rng.integers(0, classes, n) if classes else None
+    names = [f"class{c}" for c in range(classes)] if classes else None
+    manifest = create_dataset(root, kind, n, 16, size, size, dim, config={"test": True},
+                              has_class=bool(classes), class_names=names)  # fmt: skip
     for k in range(manifest["num_shards"]):
         start, count = shard_range(manifest, k)
-        with ShardWriter(root, k, start, count, kind, size, size, dim) as w:
+        with ShardWriter(root, k, start, count, kind, size, size, dim,
+                         has_class=bool(classes)) as w:  # fmt: skip
             scene = np.zeros((count, 2, 10) if kind == "pairs" else (count, 10), np.float32)
-            w.write_batch(0, images[start : start + count], raw[start : start + count], scene)
+            c = None if cls is None else cls[start : start + count]
+            w.write_batch(0, images[start : start + count], raw[start : start + count], scene, c)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +84,18 @@ def test_dataset_exact_pairs_end_to_end_and_resume(tmp_path, stores):
     a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["encoder"]
     b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["encoder"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("resident", ["--no-resident", "--resident"])
+def test_exact_pairs_with_classes_train(tmp_path, resident):
+    """Causal3DIdent-style pairs (a class label per pair, which the pair datasets return as a
+    fifth element): training reads them through the DataLoader and the resident path."""
+    data = tmp_path / "cls"
+    _make_store(data, "pairs", 48, classes=3)
+    out = tmp_path / "run"
+    code, msg = _run_cli(["train", "--data", str(data), *DS_ARGS, resident, "--out", str(out)])
+    assert code == 0, msg
+    assert _rows(out, "eval")[-1]["step"] == 6
 
 
 def test_dataset_knn_pairs_from_iid_images(tmp_path, stores):

@@ -95,3 +95,30 @@ def test_slot_ring_reuses_only_free_or_unreferenced_slots() -> None:
     assert ring.slot_of(ring.get()) is None  # slot 0 is still the main process's
     ring.state[0] = handoff._FREE  # released there
     assert ring.get().data_ptr() == a.data_ptr()
+
+
+def test_a_batch_sent_while_its_slot_is_checked_is_not_refilled(monkeypatch) -> None:
+    """The race of the worker's two threads: the DataLoader's queue feeder pickles a batch
+    (marking its slot sent) and drops it while the worker's main thread looks for a free
+    slot. Here the feeder runs exactly between the ring's two reads (the slot's use count and
+    its state), whichever order they come in: the slot must not be handed out again."""
+    rings = handoff._Rings()
+    monkeypatch.setattr(handoff, "_RINGS", rings)
+    x = rings.get((2, 3), 2)
+    x.fill_(7)
+    queue = [handoff.leased((x,))]  # the batch waiting in the queue's buffer
+    del x
+    assert isinstance(queue[0], handoff.LeasedBatch)
+    real = handoff._use_count
+
+    def feeder_runs_now(t: torch.Tensor) -> int | None:
+        if queue:
+            queue.pop().__reduce__()  # pickled: marked sent; then dropped
+        return real(t)
+
+    monkeypatch.setattr(handoff, "_use_count", feeder_runs_now)
+    ring = next(iter(rings.rings.values()))
+    y = rings.get((2, 3), 2)
+    assert not queue and int(ring.state[0]) == handoff._SENT
+    assert ring.slot_of(y) == 1  # a new slot; slot 0 is the main process's until it frees it
+    assert int(ring.buffers[0][0].reshape(-1)[0]) == 7

@@ -20,7 +20,7 @@ from ident3d.eval.encode import EvalData, dataset_latents, encode_images
 from ident3d.eval.external import ExternalEncoder, _one_line, load_encoder
 from ident3d.eval.factors import scoring_kwargs
 from ident3d.eval.preprocess import Preprocess
-from ident3d.eval.scoring import EvalResult, evaluate, resolve_blocks
+from ident3d.eval.scoring import EvalResult, resolve_blocks, scorer
 from ident3d.eval.write import write_report
 
 
@@ -188,18 +188,16 @@ def evaluate_encoder(
         factor_kw["blocks"] = resolve_blocks(blocks, enc.names)
         factor_kw.pop("block_roles", None)
 
-    def score(h: np.ndarray) -> EvalResult:
-        return evaluate(
-            h,
-            enc.z,
-            enc.names,
-            fit_fraction=fit_fraction,
-            kernel=kernel,
-            kernel_fit=kernel_fit,
-            kernel_score=kernel_score,
-            device=dev,
-            **factor_kw,
-        )
+    score = scorer(
+        enc.z,
+        enc.names,
+        fit_fraction=fit_fraction,
+        kernel=kernel,
+        kernel_fit=kernel_fit,
+        kernel_score=kernel_score,
+        device=dev,
+        **factor_kw,
+    )
 
     result = score(enc.h)
     rep = result.report

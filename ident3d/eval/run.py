@@ -11,7 +11,7 @@ from typing import Any
 
 from ident3d.errors import UsageError
 from ident3d.eval.encode import SYNTHETIC_SAMPLES, encode_dataset, encode_synthetic
-from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks
+from ident3d.eval.scoring import EvalResult, default_blocks, evaluate, resolve_blocks, scorer
 from ident3d.eval.write import write_report
 
 
@@ -123,18 +123,16 @@ def evaluate_run(
     if baseline:
         from ident3d.eval.benchmark import add_baselines
 
-        def score(h: Any) -> EvalResult:  # the run's protocol on a baseline's encodings
-            return evaluate(
-                h,
-                enc.z,
-                enc.names,
-                fit_fraction=fit_fraction,
-                kernel=kernel,
-                kernel_fit=kernel_fit,
-                kernel_score=kernel_score,
-                device=dev,
-                **factor_kw,
-            )
+        score = scorer(  # the run's protocol on a baseline's encodings
+            enc.z,
+            enc.names,
+            fit_fraction=fit_fraction,
+            kernel=kernel,
+            kernel_fit=kernel_fit,
+            kernel_score=kernel_score,
+            device=dev,
+            **factor_kw,
+        )
 
         add_baselines(
             result,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,6 +349,18 @@ def evaluate(
         result.predictions["kernel"] = ker.predictions
         result.targets["kernel"] = ker.targets
     return result
+
+
+def scorer(
+    z: np.ndarray | torch.Tensor, names: Sequence[str] | None, **kwargs: Any
+) -> Callable[[Any], EvalResult]:
+    """:func:`evaluate` as a function of the encodings alone, with ``z``, ``names`` and every
+    protocol argument fixed: one protocol for an encoder and for its baselines."""
+
+    def score(h: Any) -> EvalResult:
+        return evaluate(h, z, names, **kwargs)
+
+    return score
 
 
 def _score_blocks(
